@@ -1,0 +1,3 @@
+"""robustlab: attacks, defenses and capacity experiments for robust deep learning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""``python -m robustlab`` runs the CLI."""
+
+from robustlab.cli import main
+
+main()

@@ -1,0 +1,300 @@
+"""The ``robustlab`` command: train, run, eval, data and models.
+
+Every user error is a RobustlabError whose message is printed without a traceback (exit 2).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+
+from robustlab import data as datasets
+from robustlab.config import (
+    DataConfig,
+    EvaluationConfig,
+    ExperimentConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PhaseConfig,
+    ScheduleConfig,
+    TrialConfig,
+    load_experiment,
+    parse_config,
+)
+from robustlab.console import ConsoleReporter, console, errors, print_table
+from robustlab.device import resolve_device
+from robustlab.errors import ConfigError, RobustlabError
+from robustlab.evaluate import evaluate_accuracy
+from robustlab.experiments import run_experiment
+from robustlab.models import MODELS, build_model, count_parameters
+from robustlab.runs import RunDirectory
+from robustlab.train import train_trial
+from robustlab.train.inputs import load_trial_data
+from robustlab.train.loading import load_trained_model
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Attacks, defenses and capacity experiments for robust deep learning.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="List, verify and download datasets.")
+app.add_typer(data_app, name="data")
+
+DATA_ROOT_HELP = "data root (default: $ROBUSTLAB_DATA, else ~/.cache/robustlab)"
+
+
+@app.command()
+def train(
+    model: str = typer.Option(
+        "thesis-shallow", help="model registry name (see `robustlab models`)"
+    ),
+    dataset: str = typer.Option("digits", help="dataset name (see `robustlab data list`)"),
+    epochs: int = typer.Option(12, help="epochs of standard training"),
+    batch_size: int = typer.Option(128, help="training batch size"),
+    optimizer: str = typer.Option("adam", help="sgd, adam or adamw"),
+    lr: float = typer.Option(1e-3, help="learning rate"),
+    momentum: float = typer.Option(0.9, help="SGD momentum"),
+    weight_decay: float = typer.Option(0.0, help="weight decay"),
+    schedule: str = typer.Option("constant", help="constant, cosine, step, multistep, cyclic"),
+    precision: str = typer.Option("fp32", help="fp32, or bf16 autocast"),
+    option: list[str] = typer.Option([], "--option", "-o", help="model option KEY=VALUE"),
+    seed: int = typer.Option(0, help="seed for initialisation, shuffling and dropout"),
+    run_dir: Optional[Path] = typer.Option(None, help="run directory (default runs/train/NAME)"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --run-dir"),
+) -> None:
+    """Train one model with standard training and write a run directory."""
+    trial_name = f"{model}-{dataset}-s{seed}"
+    raw: dict[str, Any] = {
+        "experiment": "train",
+        "trial": trial_name,
+        "data": {"dataset": dataset, "root": data_root},
+        "model": {"name": model, "options": _parse_options(option)},
+        "seed": seed,
+        "device": device,
+        "phases": [
+            {
+                "name": "clean",
+                "epochs": epochs,
+                "objective": "standard",
+                "batch_size": batch_size,
+                "precision": precision,
+                "optimizer": {
+                    "type": optimizer,
+                    "lr": lr,
+                    "momentum": momentum,
+                    "weight_decay": weight_decay,
+                },
+                "schedule": {"type": schedule},
+            }
+        ],
+    }
+    config: TrialConfig = parse_config(TrialConfig, raw, source="command-line options")
+    directory = run_dir or Path("runs") / "train" / trial_name
+    result = train_trial(config, directory, resume=resume, reporter=ConsoleReporter())
+    _print_results([RunDirectory(result.run_dir).read_results()])
+    console.print(f"run directory: {result.run_dir}")
+
+
+@app.command()
+def run(
+    config_file: Path = typer.Argument(..., help="experiment YAML, e.g. configs/quickstart.yaml"),
+    out: Path = typer.Option(Path("runs"), help="parent of the experiment directory"),
+    dataset: Optional[str] = typer.Option(None, help="override data.dataset (drops fallbacks)"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    device: Optional[str] = typer.Option(None, help="override device"),
+) -> None:
+    """Run (or resume) every trial of an experiment config and print the results."""
+    config = load_experiment(config_file)
+    config = _override_experiment(config, dataset=dataset, data_root=data_root, device=device)
+    result = run_experiment(config, out, reporter=ConsoleReporter())
+    _print_results(result.trials)
+    console.print(f"experiment directory: {result.directory}")
+
+
+@app.command(name="eval")
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="a run directory written by train or run"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    batch_size: int = typer.Option(1000, help="evaluation batch size"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Clean accuracy of a trained run on its dataset's test split."""
+    run_directory = RunDirectory(run_dir)
+    trained = load_trained_model(run_directory, resolve_device(device))
+    data_config = trained.config.data.model_copy(
+        update={"root": data_root or trained.config.data.root}
+    )
+    test = datasets.load_split(data_config.dataset, "test", data_config.root)
+    result = evaluate_accuracy(trained.model, test.images, test.labels, batch_size=batch_size)
+    print_table(
+        f"{run_dir}",
+        ["model", "dataset", "split", "images", "clean accuracy", "loss", "weights"],
+        [
+            [
+                trained.config.model.name,
+                trained.info.name,
+                "test",
+                result.count,
+                f"{result.accuracy:.2%}",
+                f"{result.loss:.4f}",
+                Path(trained.weights).name,
+            ]
+        ],
+    )
+
+
+@app.command()
+def models(
+    input_shape: str = typer.Option("1,28,28", help="C,H,W used to count parameters"),
+    num_classes: int = typer.Option(10, help="classes used to count parameters"),
+) -> None:
+    """List the model registry with parameter counts."""
+    shape = _parse_shape(input_shape)
+    rows = []
+    for entry in MODELS.entries():
+        model = build_model(
+            entry.name,
+            input_shape=shape,
+            num_classes=num_classes,
+            mean=[0.5] * shape[0],
+            std=[0.5] * shape[0],
+        )
+        rows.append([entry.name, f"{count_parameters(model):,}", entry.description])
+    print_table(
+        f"models (parameters for input {input_shape}, {num_classes} classes)",
+        ["name", "parameters", "description"],
+        rows,
+    )
+
+
+@data_app.command("list")
+def data_list(data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP)) -> None:
+    """Which datasets are present, and where."""
+    root = datasets.resolve_data_root(data_root)
+    rows = []
+    for status in datasets.dataset_status(data_root):
+        where = "built in" if not status.needs_files else (status.location or "-")
+        rows.append([status.name, "yes" if status.present else "no", where])
+    print_table(f"datasets (data root {root})", ["name", "present", "location"], rows)
+
+
+@data_app.command("verify")
+def data_verify(
+    names: list[str] = typer.Argument(None, help="datasets to verify (default: all present)"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+) -> None:
+    """Check every file's checksum; exit 1 if any present file is corrupt or missing."""
+    if not names:
+        names = [s.name for s in datasets.dataset_status(data_root) if s.present and s.needs_files]
+    rows = []
+    bad = 0
+    for name in names:
+        for check in datasets.verify_dataset(name, data_root):
+            bad += check.status != "ok"
+            rows.append([name, str(check.path), check.status, check.detail])
+    print_table("checksums", ["dataset", "file", "status", "detail"], rows)
+    if bad:
+        errors.print(f"{bad} file(s) failed verification")
+        raise typer.Exit(1)
+
+
+@data_app.command("download")
+def data_download(
+    name: str = typer.Argument(..., help="dataset to download"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    mirror: list[str] = typer.Option([], help="base URL to try instead of the defaults"),
+) -> None:
+    """Download a dataset's canonical files into the data root and verify them."""
+    paths = datasets.download_dataset(name, data_root, mirrors=mirror or None)
+    for path in paths:
+        console.print(f"ok  {path}")
+    if not paths:
+        console.print(f"{name}: nothing to download")
+
+
+def _override_experiment(
+    config: ExperimentConfig,
+    *,
+    dataset: str | None,
+    data_root: Path | None,
+    device: str | None,
+) -> ExperimentConfig:
+    data = config.data
+    if dataset is not None:
+        data = DataConfig(dataset=dataset, fallback=[], root=data.root)
+    if data_root is not None:
+        data = data.model_copy(update={"root": data_root})
+    return config.model_copy(update={"data": data, "device": device or config.device})
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {pair!r}: expected KEY=VALUE, e.g. --option depth=4")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    parts = text.split(",")
+    try:
+        c, h, w = (int(part) for part in parts)
+    except ValueError:
+        raise ConfigError(f"--input-shape {text!r}: expected C,H,W, e.g. 1,28,28") from None
+    return c, h, w
+
+
+def _print_results(results: list[dict[str, Any]]) -> None:
+    rows = []
+    for result in results:
+        final = result["final"]
+        rows.append(
+            [
+                result["trial"],
+                result["model"],
+                f"{result['parameters']:,}",
+                result["dataset"],
+                result["epochs"],
+                f"{final.get('train_eval_acc', final['train_acc']):.2%}",
+                f"{final['test_acc']:.2%}",
+                f"{result['train_seconds']:.0f}s",
+            ]
+        )
+    print_table(
+        "results (clean accuracy; train = eval-mode accuracy on the train subset)",
+        ["trial", "model", "params", "dataset", "epochs", "train acc", "test acc", "train time"],
+        rows,
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except RobustlabError as error:
+        errors.print(f"[bold red]error:[/] {error}", markup=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        errors.print("interrupted; rerun with --resume to continue from the last checkpoint")
+        sys.exit(130)
+
+
+# Kept importable for tests that call the app in-process.
+__all__ = [
+    "DataConfig",
+    "EvaluationConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "PhaseConfig",
+    "ScheduleConfig",
+    "app",
+    "load_trial_data",
+    "main",
+]

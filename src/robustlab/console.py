@@ -1,0 +1,87 @@
+"""Terminal output for the CLI: progress bars, per-epoch lines and result tables.
+
+Kept apart from the library, which never prints: the trainer emits events and this module
+draws them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from robustlab.config import PhaseConfig, TrialConfig
+from robustlab.train.inputs import TrialData
+from robustlab.train.trainer import TrainingReporter
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+class ConsoleReporter(TrainingReporter):
+    """A transient progress bar per epoch and one permanent line when it ends."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._loss = 0.0
+
+    def run_started(self, config: TrialConfig, data: TrialData, resumed_at: int) -> None:
+        where = f", resuming after epoch {resumed_at}" if resumed_at else ""
+        console.print(
+            f"[bold]{config.experiment}/{config.trial}[/]: {config.model.name} on "
+            f"{data.info.name} ({len(data.train.labels)} train / {len(data.test.labels)} test), "
+            f"{config.total_epochs} epochs in {len(config.phases)} phase(s), "
+            f"seed {config.seed}{where}"
+        )
+
+    def epoch_started(self, phase: PhaseConfig, epoch: int, batches: int) -> None:
+        self._progress = Progress(
+            TextColumn(f"{phase.name} {epoch}/{phase.epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=batches, loss=float("nan"))
+
+    def batch_done(self, loss: float) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=1, loss=loss)
+
+    def epoch_done(self, record: dict[str, Any]) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        train_eval = record.get("train_eval_acc")
+        train_eval_text = f"  train(eval) {train_eval:.2%}" if train_eval is not None else ""
+        console.print(
+            f"{record['phase']} epoch {record['epoch']:>3} (#{record['global_epoch']})  "
+            f"loss {record['train_loss']:.4f}  train {record['train_acc']:.2%}{train_eval_text}  "
+            f"test {record['test_acc']:.2%}  lr {record['lr']:.2e}  "
+            f"{record['train_seconds']:.1f}s+{record['eval_seconds']:.1f}s"
+        )
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    console.print(table)

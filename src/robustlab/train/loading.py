@@ -1,0 +1,44 @@
+"""Rebuild a trained model from its run directory, for evaluation and attacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robustlab.config import TrialConfig
+from robustlab.data import DatasetInfo, dataset_info
+from robustlab.models import build_model
+from robustlab.runs import RunDirectory
+from robustlab.train.checkpoint import load_training_state, load_weights
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    model: nn.Module
+    config: TrialConfig
+    info: DatasetInfo
+    weights: str
+    """Which file the weights came from (final weights, or the last epoch of an unfinished run)."""
+
+
+def load_trained_model(run: RunDirectory, device: torch.device) -> TrainedModel:
+    config = run.read_config()
+    info = dataset_info(config.data.dataset)
+    model = build_model(
+        config.model.name,
+        input_shape=info.input_shape,
+        num_classes=info.num_classes,
+        mean=info.mean,
+        std=info.std,
+        **config.model.options,
+    )
+    if run.final_weights.exists():
+        model.load_state_dict(load_weights(run.final_weights))
+        source = run.final_weights
+    else:
+        model.load_state_dict(load_training_state(run.last_checkpoint).model)
+        source = run.last_checkpoint
+    model.to(device).eval()
+    return TrainedModel(model=model, config=config, info=info, weights=str(source))

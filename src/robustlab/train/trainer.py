@@ -1,0 +1,389 @@
+"""Train one trial through its phases, checkpointing every epoch so a killed run resumes.
+
+Reading order: ``train_trial`` (set-up and resume) -> ``_run_phase`` (one phase) ->
+``_train_epoch`` (one pass over the shuffled training set) -> ``_end_epoch`` (evaluate, log,
+checkpoint). Determinism on CPU for a fixed seed comes from three seeded sources only: the
+global torch generator (initialisation, dropout), a dedicated shuffling generator, and the
+order of operations; all are saved in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustlab.config import PhaseConfig, TrialConfig
+from robustlab.device import resolve_device
+from robustlab.errors import CheckpointError, TrainingDivergedError
+from robustlab.evaluate.accuracy import evaluate_accuracy
+from robustlab.models import build_model, count_parameters
+from robustlab.provenance import now_iso, provenance
+from robustlab.runs import RunDirectory
+from robustlab.train.checkpoint import (
+    TrainingState,
+    load_training_state,
+    save_training_state,
+    save_weights,
+)
+from robustlab.train.inputs import TrialData, choose_dataset, load_trial_data
+from robustlab.train.objectives import build_objective
+from robustlab.train.schedules import build_optimizer, learning_rate, set_learning_rate
+
+
+class TrainingReporter:
+    """Receives progress events; the CLI draws them, library code stays silent."""
+
+    def run_started(self, config: TrialConfig, data: TrialData, resumed_at: int) -> None: ...
+
+    def epoch_started(self, phase: PhaseConfig, epoch: int, batches: int) -> None: ...
+
+    def batch_done(self, loss: float) -> None: ...
+
+    def epoch_done(self, record: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrialResult:
+    run_dir: Path
+    final: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Position:
+    """Where the run continues: next phase index, epochs already done in it, global epoch."""
+
+    phase_index: int = 0
+    epochs_done: int = 0
+    global_epoch: int = 0
+
+
+def train_trial(
+    config: TrialConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    reporter: TrainingReporter | None = None,
+    data: TrialData | None = None,
+) -> TrialResult:
+    """Train ``config`` into ``run_dir``; with ``resume`` continue from its last checkpoint."""
+    run = RunDirectory(Path(run_dir))
+    reporter = reporter or TrainingReporter()
+    # Record what actually runs, not what was asked for: the fallback dataset if one was taken.
+    chosen = data.info.name if data is not None else choose_dataset(config.data)
+    config = config.model_copy(
+        update={"data": config.data.model_copy(update={"dataset": chosen, "fallback": []})}
+    )
+    config = _check_run_directory(run, config, resume)
+    if run.is_finished:
+        return TrialResult(run.path, run.read_results()["final"], run.read_metrics())
+
+    device = resolve_device(config.device)
+    data = data or load_trial_data(config.data)
+
+    torch.manual_seed(config.seed)
+    model = build_model(
+        config.model.name,
+        input_shape=data.info.input_shape,
+        num_classes=data.info.num_classes,
+        mean=data.info.mean,
+        std=data.info.std,
+        **config.model.options,
+    ).to(device)
+    shuffle_rng = torch.Generator().manual_seed(config.seed)
+    position = _Position()
+    train_seconds = 0.0
+    saved_optimizer: dict[str, Any] | None = None
+
+    if run.last_checkpoint.exists():
+        state = load_training_state(run.last_checkpoint)
+        model.load_state_dict(state.model)
+        torch.set_rng_state(state.torch_rng)
+        shuffle_rng.set_state(state.shuffle_rng)
+        if state.cuda_rng is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state.cuda_rng)
+        position = _position_after(config, state)
+        train_seconds = state.train_seconds
+        saved_optimizer = state.optimizer if position.epochs_done > 0 else None
+        run.truncate_metrics(state.global_epoch)
+    else:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(config)
+        run.truncate_metrics(0)
+
+    train_images = data.train.images.to(device)
+    train_labels = data.train.labels.to(device)
+    subset = _train_eval_subset(config, len(train_labels))
+    reporter.run_started(config, data, position.global_epoch)
+
+    context = _TrialContext(
+        config=config,
+        run=run,
+        model=model,
+        device=device,
+        data=data,
+        train_images=train_images,
+        train_labels=train_labels,
+        train_subset=subset,
+        shuffle_rng=shuffle_rng,
+        reporter=reporter,
+        train_seconds=train_seconds,
+    )
+    for phase_index in range(position.phase_index, len(config.phases)):
+        start = position.epochs_done if phase_index == position.phase_index else 0
+        _run_phase(context, phase_index, start, saved_optimizer if start > 0 else None)
+
+    final = _final_metrics(run)
+    results = {
+        "experiment": config.experiment,
+        "trial": config.trial,
+        "model": config.model.name,
+        "parameters": count_parameters(model),
+        "dataset": data.info.name,
+        "seed": config.seed,
+        "epochs": config.total_epochs,
+        "train_seconds": round(context.train_seconds, 3),
+        "final": final,
+        "finished": now_iso(),
+        "provenance": provenance(),
+    }
+    save_weights(run.final_weights, model.state_dict())
+    run.write_results(results)
+    return TrialResult(run.path, final, run.read_metrics())
+
+
+@dataclass
+class _TrialContext:
+    config: TrialConfig
+    run: RunDirectory
+    model: nn.Module
+    device: torch.device
+    data: TrialData
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    train_subset: torch.Tensor | None
+    shuffle_rng: torch.Generator
+    reporter: TrainingReporter
+    train_seconds: float
+
+
+def _run_phase(
+    ctx: _TrialContext, phase_index: int, start_epoch: int, optimizer_state: dict[str, Any] | None
+) -> None:
+    phase = ctx.config.phases[phase_index]
+    optimizer = build_optimizer(phase.optimizer, ctx.model.parameters())
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    objective = build_objective(phase.objective)
+    for epoch in range(start_epoch + 1, phase.epochs + 1):
+        started = time.perf_counter()
+        train_loss, train_acc, lr = _train_epoch(ctx, phase, epoch, optimizer, objective)
+        seconds = time.perf_counter() - started
+        ctx.train_seconds += seconds
+        _end_epoch(ctx, phase_index, epoch, optimizer, train_loss, train_acc, lr, seconds)
+
+
+def _train_epoch(
+    ctx: _TrialContext,
+    phase: PhaseConfig,
+    epoch: int,
+    optimizer: torch.optim.Optimizer,
+    objective: Any,
+) -> tuple[float, float, float]:
+    count = len(ctx.train_labels)
+    order = torch.randperm(count, generator=ctx.shuffle_rng).to(ctx.device)
+    batches = math.ceil(count / phase.batch_size)
+    ctx.reporter.epoch_started(phase, epoch, batches)
+    ctx.model.train()
+    loss_sum = torch.zeros((), device=ctx.device)
+    correct = torch.zeros((), device=ctx.device, dtype=torch.long)
+    lr = phase.optimizer.lr
+    for batch in range(batches):
+        index = order[batch * phase.batch_size : (batch + 1) * phase.batch_size]
+        x, y = ctx.train_images[index], ctx.train_labels[index]
+        lr = learning_rate(
+            phase.schedule, phase.optimizer.lr, epoch - 1 + batch / batches, phase.epochs
+        )
+        set_learning_rate(optimizer, lr)
+        with _autocast(ctx.device, phase.precision):
+            output = objective(ctx.model, x, y)
+        loss_value = output.loss.item()
+        if not math.isfinite(loss_value):
+            _diverged(ctx, phase, epoch, batch, loss_value)
+        optimizer.zero_grad(set_to_none=True)
+        output.loss.backward()
+        if phase.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(ctx.model.parameters(), phase.max_grad_norm)
+        optimizer.step()
+        loss_sum += output.loss.detach() * len(y)
+        correct += (output.logits.detach().argmax(dim=1) == y).sum()
+        ctx.reporter.batch_done(loss_value)
+    return loss_sum.item() / count, correct.item() / count, lr
+
+
+def _end_epoch(
+    ctx: _TrialContext,
+    phase_index: int,
+    epoch: int,
+    optimizer: torch.optim.Optimizer,
+    train_loss: float,
+    train_acc: float,
+    lr: float,
+    train_seconds: float,
+) -> None:
+    phase = ctx.config.phases[phase_index]
+    started = time.perf_counter()
+    batch_size = ctx.config.evaluation.batch_size
+    test = evaluate_accuracy(
+        ctx.model, ctx.data.test.images, ctx.data.test.labels, batch_size=batch_size
+    )
+    global_epoch = sum(p.epochs for p in ctx.config.phases[:phase_index]) + epoch
+    record: dict[str, Any] = {
+        "event": "epoch",
+        "phase": phase.name,
+        "phase_index": phase_index,
+        "epoch": epoch,
+        "global_epoch": global_epoch,
+        "lr": lr,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "test_loss": test.loss,
+        "test_acc": test.accuracy,
+    }
+    if ctx.train_subset is not None:
+        scored = evaluate_accuracy(
+            ctx.model,
+            ctx.train_images[ctx.train_subset],
+            ctx.train_labels[ctx.train_subset],
+            batch_size=batch_size,
+        )
+        record["train_eval_acc"] = scored.accuracy
+        record["train_eval_loss"] = scored.loss
+    record["train_seconds"] = round(train_seconds, 3)
+    record["eval_seconds"] = round(time.perf_counter() - started, 3)
+    record["time"] = now_iso()
+
+    # Metrics first, then the checkpoint: a kill in between leaves a record past the
+    # checkpoint, which resume drops and recomputes.
+    ctx.run.append_metrics(record)
+    last_of_phase = epoch == phase.epochs
+    save_training_state(
+        ctx.run.last_checkpoint,
+        TrainingState(
+            model=ctx.model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            phase_index=phase_index,
+            epoch_in_phase=epoch,
+            global_epoch=global_epoch,
+            torch_rng=torch.get_rng_state(),
+            shuffle_rng=ctx.shuffle_rng.get_state(),
+            cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            train_seconds=ctx.train_seconds,
+        ),
+    )
+    if last_of_phase:
+        save_weights(ctx.run.phase_weights(phase.name), ctx.model.state_dict())
+    ctx.reporter.epoch_done(record)
+
+
+def _diverged(ctx: _TrialContext, phase: PhaseConfig, epoch: int, batch: int, loss: float) -> None:
+    kept = (
+        f"the last good checkpoint is kept at {ctx.run.last_checkpoint}"
+        if ctx.run.last_checkpoint.exists()
+        else "no epoch had completed, so there is no checkpoint"
+    )
+    ctx.run.append_metrics(
+        {"event": "diverged", "phase": phase.name, "epoch": epoch, "batch": batch, "loss": loss}
+    )
+    raise TrainingDivergedError(
+        f"training loss became {loss} in phase {phase.name!r}, epoch {epoch}, batch {batch + 1}; "
+        f"{kept}. Lower phases[].optimizer.lr (now {phase.optimizer.lr}) or set "
+        "phases[].max_grad_norm, then start a new run."
+    )
+
+
+@contextlib.contextmanager
+def _autocast(device: torch.device, precision: str) -> Iterator[None]:
+    if precision == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def _train_eval_subset(config: TrialConfig, count: int) -> torch.Tensor | None:
+    size = config.evaluation.train_subset
+    if size == 0:
+        return None
+    if size is None or size >= count:
+        return torch.arange(count)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    return torch.randperm(count, generator=generator)[:size].sort().values
+
+
+def _position_after(config: TrialConfig, state: TrainingState) -> _Position:
+    if state.phase_index >= len(config.phases):
+        raise CheckpointError(
+            f"checkpoint is at phase {state.phase_index + 1} but the config has "
+            f"{len(config.phases)} phases"
+        )
+    phase = config.phases[state.phase_index]
+    if state.epoch_in_phase >= phase.epochs:
+        return _Position(state.phase_index + 1, 0, state.global_epoch)
+    return _Position(state.phase_index, state.epoch_in_phase, state.global_epoch)
+
+
+def _check_run_directory(run: RunDirectory, config: TrialConfig, resume: bool) -> TrialConfig:
+    """Refuse to overwrite a run, and refuse to resume one with a different config."""
+    if not run.has_started:
+        return config
+    if not resume:
+        raise CheckpointError(
+            f"run directory {run.path} already holds a run; pass --resume to continue it "
+            "or choose another --run-dir"
+        )
+    saved = run.read_config()
+    differences = _differences(_comparable(saved), _comparable(config))
+    if differences:
+        raise CheckpointError(
+            f"cannot resume {run.path}: its config differs from the requested one in "
+            + ", ".join(differences)
+        )
+    return saved
+
+
+def _comparable(config: TrialConfig) -> dict[str, Any]:
+    dumped = config.model_dump(mode="json")
+    # Where the data lives and which device runs it may change between sessions.
+    dumped["data"].pop("root", None)
+    dumped["data"].pop("fallback", None)
+    dumped.pop("device", None)
+    return dumped
+
+
+def _differences(saved: Any, requested: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(requested, dict):
+        found = []
+        for key in sorted(set(saved) | set(requested)):
+            found += _differences(saved.get(key), requested.get(key), f"{prefix}{key}.")
+        return found
+    if saved != requested:
+        return [f"{prefix.rstrip('.')} (saved {saved!r}, requested {requested!r})"]
+    return []
+
+
+def _final_metrics(run: RunDirectory) -> dict[str, Any]:
+    epochs = [record for record in run.read_metrics() if record.get("event") == "epoch"]
+    if not epochs:
+        raise CheckpointError(f"run {run.path} has no epoch records in {run.metrics_file.name}")
+    last = epochs[-1]
+    keys = ("test_acc", "test_loss", "train_acc", "train_loss", "train_eval_acc", "global_epoch")
+    return {key: last[key] for key in keys if key in last}

@@ -1,0 +1,133 @@
+"""The CLI end to end, as a user runs it: subprocesses of ``python -m robustlab``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from robustlab.runs import RunDirectory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def robustlab(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-m", "robustlab", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_train_then_eval_on_digits(tmp_path) -> None:
+    out = robustlab(
+        "train",
+        "--model",
+        "thesis-shallow",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "8",
+        "--batch-size",
+        "64",
+        "--run-dir",
+        "run",
+        cwd=tmp_path,
+    )
+    assert "clean epoch   8 (#8)" in out.stdout
+    assert "results" in out.stdout
+    run = RunDirectory(tmp_path / "run")
+    results = run.read_results()
+    assert results["dataset"] == "digits" and results["final"]["test_acc"] > 0.9
+    assert run.config_file.exists() and run.last_checkpoint.exists()
+    assert len([r for r in run.read_metrics() if r["event"] == "epoch"]) == 8
+
+    evaluated = robustlab("eval", "run", cwd=tmp_path)
+    accuracy = f"{results['final']['test_acc']:.2%}"
+    assert accuracy in evaluated.stdout and "model.safetensors" in evaluated.stdout
+
+
+def test_run_quickstart_config_and_rerun_skips(tmp_path) -> None:
+    config = tmp_path / "quick.yaml"
+    text = (ROOT / "configs" / "quickstart.yaml").read_text().replace("epochs: 30", "epochs: 3")
+    config.write_text(text)
+    first = robustlab("run", str(config), "--out", "runs", cwd=tmp_path)
+    assert "thesis-shallow-s0" in first.stdout
+    summary = json.loads((tmp_path / "runs" / "quickstart" / "summary.json").read_text())
+    assert summary["trials"][0]["epochs"] == 3
+    second = robustlab("run", str(config), "--out", "runs", cwd=tmp_path)
+    assert "clean epoch" not in second.stdout  # finished trial skipped
+    assert "thesis-shallow-s0" in second.stdout
+
+
+def test_user_errors_are_one_clear_line(tmp_path) -> None:
+    bad = robustlab("train", "--model", "nonexistent", "--epochs", "1", cwd=tmp_path, check=False)
+    assert bad.returncode == 2
+    assert "unknown model 'nonexistent'" in bad.stderr and "thesis-shallow" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    bad = robustlab("train", "--epochs", "0", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "phases.0.epochs" in bad.stderr
+    bad = robustlab("eval", "nowhere", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "not a robustlab run directory" in bad.stderr
+
+
+def test_models_and_data_list(tmp_path) -> None:
+    listed = robustlab("models", cwd=tmp_path)
+    assert "thesis-shallow" in listed.stdout and "1,199,882" in listed.stdout
+    data = robustlab("data", "list", "--data-root", str(tmp_path), cwd=tmp_path)
+    assert "digits" in data.stdout and "fashion-mnist" in data.stdout
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path) -> None:
+    args = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "12",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+    ]
+    robustlab(*args, "--run-dir", "whole", cwd=tmp_path)
+
+    env = {**os.environ, "COLUMNS": "200"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "robustlab", *args, "--run-dir", "killed"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    killed = RunDirectory(tmp_path / "killed")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if len([r for r in killed.read_metrics() if r.get("event") == "epoch"]) >= 3:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if killed.is_finished:
+        pytest.fail("the run finished before it could be killed; make it longer")
+
+    robustlab(*args, "--run-dir", "killed", "--resume", cwd=tmp_path)
+    whole = RunDirectory(tmp_path / "whole").read_results()
+    resumed = killed.read_results()
+    assert resumed["final"] == whole["final"]
+    assert (tmp_path / "whole" / "model.safetensors").read_bytes() == (
+        tmp_path / "killed" / "model.safetensors"
+    ).read_bytes()
