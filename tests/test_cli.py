@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def robustlab(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": "400"}
     result = subprocess.run(
         [sys.executable, "-m", "robustlab", *args],
         cwd=cwd,
@@ -105,7 +106,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path) -> None:
     ]
     robustlab(*args, "--run-dir", "whole", cwd=tmp_path)
 
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": "400"}
     process = subprocess.Popen(
         [sys.executable, "-m", "robustlab", *args, "--run-dir", "killed"],
         cwd=tmp_path,
@@ -131,3 +132,29 @@ def test_killed_run_resumes_to_the_same_result(tmp_path) -> None:
     assert (tmp_path / "whole" / "model.safetensors").read_bytes() == (
         tmp_path / "killed" / "model.safetensors"
     ).read_bytes()
+
+
+def test_data_download_and_verify_from_local_mirror(tmp_path) -> None:
+    from tests.test_data import real_dataset_dir
+
+    source = real_dataset_dir("mnist")
+    mirror = source.as_uri() + "/"
+    root = tmp_path / "root"
+    robustlab(
+        "data", "download", "mnist", "--data-root", str(root), "--mirror", mirror, cwd=tmp_path
+    )
+    verified = robustlab("data", "verify", "mnist", "--data-root", str(root), cwd=tmp_path)
+    assert len(re.findall(r"│ ok ", verified.stdout)) == 4
+
+    # Corrupt one file: verify names it and exits 1.
+    labels = root / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    import gzip
+
+    payload = bytearray(gzip.decompress(labels.read_bytes()))
+    payload[-1] ^= 1
+    labels.write_bytes(gzip.compress(bytes(payload)))
+    failed = robustlab(
+        "data", "verify", "mnist", "--data-root", str(root), cwd=tmp_path, check=False
+    )
+    assert failed.returncode == 1
+    assert "mismatch" in failed.stdout and "t10k-labels-idx1-ubyte.gz" in failed.stdout

@@ -24,7 +24,8 @@ from robustlab.data import (
 from robustlab.data.mnist import FASHION_MNIST
 from robustlab.errors import DatasetError, RobustlabError
 
-SHARED_DATA = Path("/work/shared/data")
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+"""The shared datasets folder beside the repository (this workplace's layout)."""
 IDX_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",

@@ -45,3 +45,8 @@ def test_atomic_write_bytes_and_append_line(tmp_path) -> None:
     append_line(tmp_path / "log.jsonl", "one")
     append_line(tmp_path / "log.jsonl", "two\n")
     assert (tmp_path / "log.jsonl").read_text() == "one\ntwo\n"
+
+
+def test_atomic_write_makes_ordinary_readable_files(tmp_path) -> None:
+    path = atomic_write_text(tmp_path / "result.json", "{}")
+    assert path.stat().st_mode & 0o777 == 0o644

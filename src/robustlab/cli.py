@@ -13,14 +13,10 @@ import typer
 import yaml
 
 from robustlab import data as datasets
+from robustlab.attacks import build_attack
 from robustlab.config import (
     DataConfig,
-    EvaluationConfig,
     ExperimentConfig,
-    ModelConfig,
-    OptimizerConfig,
-    PhaseConfig,
-    ScheduleConfig,
     TrialConfig,
     load_experiment,
     parse_config,
@@ -29,11 +25,11 @@ from robustlab.console import ConsoleReporter, console, errors, print_table
 from robustlab.device import resolve_device
 from robustlab.errors import ConfigError, RobustlabError
 from robustlab.evaluate import evaluate_accuracy
+from robustlab.evaluate.on_run import attack_run
 from robustlab.experiments import run_experiment
 from robustlab.models import MODELS, build_model, count_parameters
 from robustlab.runs import RunDirectory
 from robustlab.train import train_trial
-from robustlab.train.inputs import load_trial_data
 from robustlab.train.loading import load_trained_model
 
 app = typer.Typer(
@@ -150,6 +146,74 @@ def evaluate(
 
 
 @app.command()
+def attack(
+    run_dir: Path = typer.Argument(..., help="a run directory written by train or run"),
+    attack_name: str = typer.Option("pgd", "--attack", help="attack registry name"),
+    eps: Optional[float] = typer.Option(None, help="budget ε in pixel units ([0, 1] scale)"),
+    steps: Optional[int] = typer.Option(None, help="iterations"),
+    alpha: Optional[float] = typer.Option(None, help="step size"),
+    norm: Optional[str] = typer.Option(None, help="linf, l2 or l1 (where the attack has one)"),
+    restarts: Optional[int] = typer.Option(None, help="random restarts"),
+    loss: Optional[str] = typer.Option(None, help="ce, cw or dlr (where the attack has one)"),
+    param: list[str] = typer.Option([], "--param", "-p", help="other parameter KEY=VALUE"),
+    n: int = typer.Option(1000, "--n", help="first N test images"),
+    batch_size: int = typer.Option(256, help="attack batch size"),
+    seed: int = typer.Option(0, help="attack seed"),
+    precision: str = typer.Option("fp32", help="fp32, or bf16 autocast"),
+    early_stop: bool = typer.Option(False, "--early-stop", help="stop on fooled examples"),
+    save_examples: bool = typer.Option(False, "--save-examples", help="write a PNG grid"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Attack a trained run on its test split; print a table and save results JSON."""
+    given = {
+        "eps": eps,
+        "steps": steps,
+        "alpha": alpha,
+        "norm": norm,
+        "restarts": restarts,
+        "loss": loss,
+    }
+    params = {key: value for key, value in given.items() if value is not None}
+    params.update(_parse_options(param, flag="--param"))
+    params.update(seed=seed, precision=precision, early_stop=early_stop)
+    chosen = build_attack(attack_name, **params)
+    outcome = attack_run(
+        RunDirectory(run_dir),
+        chosen,
+        count=n,
+        batch_size=batch_size,
+        device=resolve_device(device),
+        data_root=data_root,
+        save_examples=save_examples,
+    )
+    report = outcome.report
+    rows = [
+        [
+            result.name,
+            result.parameters["threat"],
+            _budget_text(result.parameters),
+            result.parameters.get("steps", "-"),
+            result.parameters.get("restarts", "-"),
+            report.count,
+            f"{report.clean_accuracy:.2%}",
+            f"{result.robust_accuracy:.2%}",
+            f"{result.success_rate:.2%}",
+            f"{result.seconds:.1f}s",
+        ]
+        for result in report.attacks
+    ]
+    print_table(
+        f"{run_dir}: robust accuracy on the first {report.count} test images",
+        ["attack", "norm", "eps", "steps", "restarts", "n", "clean", "robust", "success", "time"],
+        rows,
+    )
+    console.print(f"results: {outcome.results_file}")
+    if outcome.examples_file is not None:
+        console.print(f"examples: {outcome.examples_file}")
+
+
+@app.command()
 def models(
     input_shape: str = typer.Option("1,28,28", help="C,H,W used to count parameters"),
     num_classes: int = typer.Option(10, help="classes used to count parameters"),
@@ -226,21 +290,28 @@ def _override_experiment(
     device: str | None,
 ) -> ExperimentConfig:
     data = config.data
+    name = config.name
     if dataset is not None:
         data = DataConfig(dataset=dataset, fallback=[], root=data.root)
+        name = f"{config.name}-{dataset}"  # keep runs on different datasets apart
     if data_root is not None:
         data = data.model_copy(update={"root": data_root})
-    return config.model_copy(update={"data": data, "device": device or config.device})
+    return config.model_copy(update={"name": name, "data": data, "device": device or config.device})
 
 
-def _parse_options(pairs: list[str]) -> dict[str, Any]:
+def _parse_options(pairs: list[str], flag: str = "--option") -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--option {pair!r}: expected KEY=VALUE, e.g. --option depth=4")
+            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} depth=4")
         options[key] = yaml.safe_load(value)
     return options
+
+
+def _budget_text(parameters: dict[str, Any]) -> str:
+    eps = parameters.get("eps")
+    return "-" if eps is None else f"{eps:g}"
 
 
 def _parse_shape(text: str) -> tuple[int, int, int]:
@@ -284,17 +355,3 @@ def main() -> None:
     except KeyboardInterrupt:
         errors.print("interrupted; rerun with --resume to continue from the last checkpoint")
         sys.exit(130)
-
-
-# Kept importable for tests that call the app in-process.
-__all__ = [
-    "DataConfig",
-    "EvaluationConfig",
-    "ModelConfig",
-    "OptimizerConfig",
-    "PhaseConfig",
-    "ScheduleConfig",
-    "app",
-    "load_trial_data",
-    "main",
-]

@@ -7,7 +7,6 @@ package, code takes these typed objects, never raw dicts.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -224,7 +223,3 @@ def load_trial(path: str | Path) -> TrialConfig:
 
 def to_yaml(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-
-
-def is_finite_number(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))

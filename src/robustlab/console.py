@@ -6,6 +6,7 @@ draws them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,12 +77,19 @@ class ConsoleReporter(TrainingReporter):
             f"test {record['test_acc']:.2%}  lr {record['lr']:.2e}  "
             f"{record['train_seconds']:.1f}s+{record['eval_seconds']:.1f}s"
         )
+        console.file.flush()  # one line per epoch, promptly, also when piped to a log file
+
+
+NUMBER = re.compile(r"^[-+]?[\d,]*\.?\d+(e[-+]?\d+)?[%sx]?$")
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A table whose numeric columns are right-aligned and the rest left-aligned."""
+    cells = [[str(cell) for cell in row] for row in rows]
     table = Table(title=title, title_justify="left")
     for index, column in enumerate(columns):
-        table.add_column(column, justify="left" if index == 0 else "right")
-    for row in rows:
-        table.add_row(*(str(cell) for cell in row))
+        numeric = bool(cells) and all(NUMBER.match(row[index]) for row in cells)
+        table.add_column(column, justify="right" if numeric else "left")
+    for row in cells:
+        table.add_row(*row)
     console.print(table)

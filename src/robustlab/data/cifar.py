@@ -77,7 +77,10 @@ class CifarDataset(DatasetSource):
         else:
             raise missing_files_error(
                 self.info.name,
-                [f"{self.layout.archive} (or the folder {self.layout.folder}/ it extracts to)"],
+                [
+                    f"{self.layout.archive} (md5 {self.layout.archive_md5}), or the folder "
+                    f"{self.layout.folder}/ it extracts to"
+                ],
                 [self.dataset_dir(root)],
             )
         try:

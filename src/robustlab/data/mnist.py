@@ -107,7 +107,11 @@ class IdxDataset(DatasetSource):
     def load(self, split: SplitName, root: Path, *, verify: bool) -> Split:
         files = self.splits[split]
         found = {f.name: self.find(f, root) for f in (files.images, files.labels)}
-        missing = [name for name, path in found.items() if path is None]
+        missing = [
+            f"{f.name} ({f.checksum.describe()})"
+            for f in (files.images, files.labels)
+            if found[f.name] is None
+        ]
         if missing:
             raise missing_files_error(
                 self.info.name, missing, self.search_dirs(root), extra_fix=self.extra_fix

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robustlab.config import ExperimentConfig, to_yaml
+from robustlab.config import ExperimentConfig, load_experiment, to_yaml
 from robustlab.errors import ConfigError
 from robustlab.io import atomic_write_json, atomic_write_text
 from robustlab.provenance import provenance
@@ -26,11 +26,13 @@ def run_experiment(
 ) -> ExperimentResult:
     directory = Path(out_dir) / config.name
     saved = directory / "experiment.yaml"
-    if saved.exists() and saved.read_text(encoding="utf-8") != to_yaml(config):
-        raise ConfigError(
-            f"{directory} holds experiment {config.name!r} run with a different config "
-            f"({saved}); rename the experiment (name:) or choose another output directory"
-        )
+    if saved.exists():
+        previous = load_experiment(saved)
+        if _identity(previous) != _identity(config):
+            raise ConfigError(
+                f"{directory} holds experiment {config.name!r} run with a different config "
+                f"({saved}); rename the experiment (name:) or choose another output directory"
+            )
     atomic_write_text(saved, to_yaml(config))
     results = []
     for trial in config.trials():
@@ -39,3 +41,11 @@ def run_experiment(
         results.append(run.read_results())
     atomic_write_json(directory / "summary.json", {"trials": results, "provenance": provenance()})
     return ExperimentResult(directory=directory, trials=results)
+
+
+def _identity(config: ExperimentConfig) -> dict[str, Any]:
+    """What defines the experiment's results: everything but where data lives and the device."""
+    dumped = config.model_dump(mode="json")
+    dumped["data"].pop("root", None)
+    dumped.pop("device", None)
+    return dumped

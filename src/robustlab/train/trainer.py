@@ -9,10 +9,8 @@ order of operations; all are saved in the checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from robustlab.device import resolve_device
 from robustlab.errors import CheckpointError, TrainingDivergedError
 from robustlab.evaluate.accuracy import evaluate_accuracy
 from robustlab.models import build_model, count_parameters
+from robustlab.precision import autocast
 from robustlab.provenance import now_iso, provenance
 from robustlab.runs import RunDirectory
 from robustlab.train.checkpoint import (
@@ -213,7 +212,7 @@ def _train_epoch(
             phase.schedule, phase.optimizer.lr, epoch - 1 + batch / batches, phase.epochs
         )
         set_learning_rate(optimizer, lr)
-        with _autocast(ctx.device, phase.precision):
+        with autocast(ctx.device, phase.precision):
             output = objective(ctx.model, x, y)
         loss_value = output.loss.item()
         if not math.isfinite(loss_value):
@@ -308,15 +307,6 @@ def _diverged(ctx: _TrialContext, phase: PhaseConfig, epoch: int, batch: int, lo
         f"{kept}. Lower phases[].optimizer.lr (now {phase.optimizer.lr}) or set "
         "phases[].max_grad_norm, then start a new run."
     )
-
-
-@contextlib.contextmanager
-def _autocast(device: torch.device, precision: str) -> Iterator[None]:
-    if precision == "bf16":
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            yield
-    else:
-        yield
 
 
 def _train_eval_subset(config: TrialConfig, count: int) -> torch.Tensor | None:

@@ -1,0 +1,22 @@
+"""Adversarial attacks: frozen values called with a model and a batch of pixels in [0, 1].
+
+``x_adv = PGD(eps=0.3, alpha=0.01, steps=40)(model, x, y)``; pass ``target=`` for targeted.
+"""
+
+from robustlab.attacks.base import Attack, AttackContext, fooled
+from robustlab.attacks.fgsm import FGSM
+from robustlab.attacks.iterative import BIM, ILCM, PGD
+from robustlab.attacks.registry import ATTACKS, attack_parameters, build_attack
+
+__all__ = [
+    "ATTACKS",
+    "BIM",
+    "FGSM",
+    "ILCM",
+    "PGD",
+    "Attack",
+    "AttackContext",
+    "attack_parameters",
+    "build_attack",
+    "fooled",
+]

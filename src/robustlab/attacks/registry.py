@@ -1,0 +1,50 @@
+"""Attacks by name, for configs and the CLI: ``build_attack("pgd", eps=0.3, steps=100)``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from robustlab.attacks.base import Attack
+from robustlab.attacks.fgsm import FGSM
+from robustlab.attacks.iterative import BIM, ILCM, PGD
+from robustlab.errors import ConfigError
+from robustlab.registry import Registry
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+    ATTACKS.add(cls.name, cls, description=summary)
+    return cls
+
+
+for _attack in (FGSM, BIM, ILCM, PGD):
+    register_attack(_attack)
+
+
+def attack_parameters(name: str) -> dict[str, Any]:
+    """Field names and defaults of a registered attack."""
+    cls = ATTACKS.get(name)
+    return {
+        field.name: field.default
+        for field in dataclasses.fields(cls)
+        if field.default is not dataclasses.MISSING
+    }
+
+
+def build_attack(name: str, **params: Any) -> Attack:
+    """Build by name; an unknown or invalid parameter is a ConfigError naming it."""
+    cls = ATTACKS.get(name)
+    known = attack_parameters(name)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"attack {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"parameters: {', '.join(known)}"
+        )
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"attack {name!r}: {error}") from None

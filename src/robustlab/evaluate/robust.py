@@ -1,0 +1,133 @@
+"""Robust accuracy per attack and for the per-example worst case over all attacks.
+
+Every attack runs on the examples the model classifies correctly when clean (a misclassified
+example is already non-robust), independently of the other attacks, so each attack's number
+stands on its own; the worst case counts an example as robust only if every attack failed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustlab.attacks.base import Attack
+from robustlab.modes import eval_mode
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    name: str
+    parameters: dict[str, Any]
+    robust_accuracy: float
+    """Share of all examples still classified correctly after the attack."""
+    success_rate: float
+    """Share of the clean-correct examples the attack fooled."""
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RobustnessReport:
+    count: int
+    clean_accuracy: float
+    attacks: list[AttackResult]
+    worst_case_accuracy: float
+    worst_case_success_rate: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def robust_accuracy(
+    model: nn.Module,
+    data: Batches | tuple[torch.Tensor, torch.Tensor],
+    attacks: Mapping[str, Attack] | Sequence[Attack],
+    *,
+    device: torch.device | None = None,
+    batch_size: int = 256,
+) -> RobustnessReport:
+    """Evaluate ``attacks`` on ``data`` (a loader of (x, y) batches, or one (x, y) pair)."""
+    named = _named(attacks)
+    target_device = device or next(model.parameters()).device
+    total = 0
+    clean_correct = 0
+    survived = {name: 0 for name in named}
+    survived_all = 0
+    seconds = dict.fromkeys(named, 0.0)
+    for x, y in _batches(data, batch_size):
+        x, y = x.to(target_device), y.to(target_device)
+        total += len(y)
+        with torch.no_grad(), eval_mode(model):
+            correct = model(x).argmax(dim=1) == y
+        clean_correct += int(correct.sum())
+        robust_all = correct.clone()
+        index = correct.nonzero().squeeze(1)
+        for name, attack in named.items():
+            if len(index) == 0:
+                continue
+            started = time.perf_counter()
+            x_adv = attack(model, x[index], y[index])
+            seconds[name] += time.perf_counter() - started
+            with torch.no_grad(), eval_mode(model):
+                still = model(x_adv).argmax(dim=1) == y[index]
+            survived[name] += int(still.sum())
+            robust_all[index[~still]] = False
+        survived_all += int(robust_all.sum())
+    if total == 0:
+        raise ValueError("robust_accuracy got no examples")
+    results = [
+        AttackResult(
+            name=name,
+            parameters=attack.describe(),
+            robust_accuracy=survived[name] / total,
+            success_rate=_rate(clean_correct - survived[name], clean_correct),
+            seconds=round(seconds[name], 3),
+        )
+        for name, attack in named.items()
+    ]
+    return RobustnessReport(
+        count=total,
+        clean_accuracy=clean_correct / total,
+        attacks=results,
+        worst_case_accuracy=survived_all / total,
+        worst_case_success_rate=_rate(clean_correct - survived_all, clean_correct),
+    )
+
+
+def _rate(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+def _named(attacks: Mapping[str, Attack] | Sequence[Attack]) -> dict[str, Attack]:
+    if isinstance(attacks, Mapping):
+        named = dict(attacks)
+    else:
+        named = {}
+        for attack in attacks:
+            base = attack.name or type(attack).__name__
+            name, suffix = base, 2
+            while name in named:
+                name, suffix = f"{base}-{suffix}", suffix + 1
+            named[name] = attack
+    if not named:
+        raise ValueError("robust_accuracy needs at least one attack")
+    return named
+
+
+def _batches(
+    data: Batches | tuple[torch.Tensor, torch.Tensor], batch_size: int
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        x, y = data
+        for start in range(0, len(x), batch_size):
+            yield x[start : start + batch_size], y[start : start + batch_size]
+    else:
+        yield from data
