@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import time
 from pathlib import Path
@@ -23,9 +22,8 @@ from robustlab.data import (
 )
 from robustlab.data.mnist import FASHION_MNIST
 from robustlab.errors import DatasetError, RobustlabError
+from tests.conftest import real_data_root
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-"""The shared datasets folder beside the repository (this workplace's layout)."""
 IDX_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -33,12 +31,6 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 MNIST_TEST_LABELS_SHA256 = "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"
-
-
-def real_data_root() -> Path | None:
-    """Where the real files are for tests: $ROBUSTLAB_DATA if set, else the shared folder."""
-    from_env = os.environ.get(DATA_ROOT_ENV, "").strip()
-    return Path(from_env) if from_env else SHARED_DATA if SHARED_DATA.is_dir() else None
 
 
 def real_dataset_dir(name: str) -> Path:

@@ -15,9 +15,11 @@ import torch
 from robustlab.attacks.base import Attack, AttackContext
 from robustlab.attacks.losses import LOSSES
 from robustlab.attacks.norms import get_norm
+from robustlab.attacks.registry import register_attack
 from robustlab.attacks.validation import check_range
 
 
+@register_attack
 @dataclass(frozen=True, kw_only=True)
 class FGSM(Attack):
     """x + eps · steepest(∇x loss), clipped to [0, 1].

@@ -15,12 +15,14 @@ import torch
 from robustlab.attacks.base import Attack, AttackContext, fooled
 from robustlab.attacks.losses import LOSSES
 from robustlab.attacks.norms import get_norm
+from robustlab.attacks.registry import register_attack
 from robustlab.attacks.validation import check_range
 
 LossName = Literal["ce", "cw", "dlr"]
 NormName = Literal["linf", "l2", "l1"]
 
 
+@register_attack
 @dataclass(frozen=True, kw_only=True)
 class PGD(Attack):
     """Projected gradient descent on a norm ball, with random start and restarts.
@@ -126,6 +128,7 @@ class PGD(Attack):
         return x_adv
 
 
+@register_attack
 @dataclass(frozen=True, kw_only=True)
 class BIM(PGD):
     """Basic iterative method / I-FGSM: L∞ steps clipped to the ε-ball and [0, 1].
@@ -145,6 +148,7 @@ class BIM(PGD):
         return self.alpha if self.alpha is not None else self.eps / max(self.steps, 1)
 
 
+@register_attack
 @dataclass(frozen=True, kw_only=True)
 class ILCM(BIM):
     """Iterative least-likely class method: targeted BIM toward the clean input's

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 from robustlab.attacks.base import Attack
-from robustlab.attacks.fgsm import FGSM
-from robustlab.attacks.iterative import BIM, ILCM, PGD
 from robustlab.errors import ConfigError
 from robustlab.registry import Registry
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
+"""Filled by the ``@register_attack`` decorators as ``robustlab.attacks`` imports each module."""
+
+AttackType = TypeVar("AttackType", bound=type[Attack])
 
 
-def register_attack(cls: type[Attack]) -> type[Attack]:
+def register_attack(cls: AttackType) -> AttackType:
+    """Class decorator: register under ``cls.name`` with the docstring's first line."""
     summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
     ATTACKS.add(cls.name, cls, description=summary)
     return cls
-
-
-for _attack in (FGSM, BIM, ILCM, PGD):
-    register_attack(_attack)
 
 
 def attack_parameters(name: str) -> dict[str, Any]:
