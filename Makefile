@@ -4,31 +4,42 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.robustlab-installed
+PIP := $(BIN)/python -m pip install --quiet
+INSTALLED := $(VENV)/.installed
+DEV_INSTALLED := $(VENV)/.dev-installed
 
-.PHONY: install quickstart test lint bench clean
+.PHONY: install quickstart test bench clean
 
-$(STAMP): pyproject.toml
+$(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	$(PIP) "torch==2.13.0"
+	$(PIP) -e .
+	touch $@
 
-install: $(STAMP)
+# Tools and peer libraries (test oracles, benchmark baselines); peers go in with --no-deps so
+# their own torch pins cannot replace the CPU build.
+$(DEV_INSTALLED): $(INSTALLED) requirements/peers.txt
+	$(PIP) -e ".[dev]"
+	$(PIP) --no-deps -r requirements/peers.txt
+	test ! -f requirements/peers-deps.txt || $(PIP) -r requirements/peers-deps.txt
+	touch $@
 
-quickstart: $(STAMP)
+install: $(DEV_INSTALLED)
+
+quickstart: $(INSTALLED)
 	$(BIN)/robustlab run configs/quickstart.yaml
 	$(BIN)/robustlab eval runs/quickstart/thesis-shallow-s0
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+test: $(DEV_INSTALLED)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(DEV_INSTALLED)
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/attacks.py
+	$(BIN)/python benchmarks/evaluator.py
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

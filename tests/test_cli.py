@@ -158,3 +158,59 @@ def test_data_download_and_verify_from_local_mirror(tmp_path) -> None:
     )
     assert failed.returncode == 1
     assert "mismatch" in failed.stdout and "t10k-labels-idx1-ubyte.gz" in failed.stdout
+
+
+def test_attack_and_eval_with_attacks_on_digits(tmp_path) -> None:
+    robustlab(
+        "train",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "64",
+        "--run-dir",
+        "run",
+        cwd=tmp_path,
+    )
+    out = robustlab(
+        "attack",
+        "run",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.3",
+        "--steps",
+        "10",
+        "--n",
+        "100",
+        "--save-examples",
+        cwd=tmp_path,
+    )
+    assert "robust acc" in out.stdout and "pgd" in out.stdout
+    attacks_dir = tmp_path / "run" / "attacks"
+    [results_file] = attacks_dir.glob("pgd-linf-eps0.3-steps10-*.json")
+    saved = json.loads(results_file.read_text())
+    assert saved["count"] == 100
+    assert saved["attacks"][0]["parameters"]["eps"] == 0.3
+    assert saved["attacks"][0]["robust_accuracy"] < saved["clean_accuracy"]
+    png = results_file.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    evaluated = robustlab(
+        "eval",
+        "run",
+        "--attack",
+        "fgsm",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.3",
+        "--n",
+        "50",
+        cwd=tmp_path,
+    )
+    assert "worst case" in evaluated.stdout and "clean accuracy" in evaluated.stdout
+
+    bad = robustlab("attack", "run", "--attack", "fgsm", "--steps", "3", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "has no parameter 'steps'" in bad.stderr

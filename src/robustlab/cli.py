@@ -24,7 +24,7 @@ from robustlab.config import (
 from robustlab.console import ConsoleReporter, console, errors, print_table
 from robustlab.device import resolve_device
 from robustlab.errors import ConfigError, RobustlabError
-from robustlab.evaluate import evaluate_accuracy
+from robustlab.evaluate import RobustnessReport, evaluate_accuracy
 from robustlab.evaluate.on_run import attack_run
 from robustlab.experiments import run_experiment
 from robustlab.models import MODELS, build_model, count_parameters
@@ -119,8 +119,13 @@ def evaluate(
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
     batch_size: int = typer.Option(1000, help="evaluation batch size"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+    attack_names: list[str] = typer.Option(
+        [], "--attack", help="also report robust accuracy under this attack (repeatable)"
+    ),
+    eps: Optional[float] = typer.Option(None, help="budget for --attack, pixel units"),
+    n: int = typer.Option(1000, "--n", help="first N test images for --attack"),
 ) -> None:
-    """Clean accuracy of a trained run on its dataset's test split."""
+    """Clean accuracy of a trained run on its test split; robust accuracy with --attack."""
     run_directory = RunDirectory(run_dir)
     trained = load_trained_model(run_directory, resolve_device(device))
     data_config = trained.config.data.model_copy(
@@ -143,6 +148,19 @@ def evaluate(
             ]
         ],
     )
+    if attack_names:
+        budget = {} if eps is None else {"eps": eps}
+        chosen = [build_attack(name, **budget) for name in attack_names]
+        outcome = attack_run(
+            run_directory,
+            chosen,
+            count=n,
+            batch_size=min(batch_size, 256),
+            device=resolve_device(device),
+            data_root=data_root,
+        )
+        _print_robustness(run_dir, outcome.report)
+        console.print(f"results: {outcome.results_file}")
 
 
 @app.command()
@@ -180,34 +198,14 @@ def attack(
     chosen = build_attack(attack_name, **params)
     outcome = attack_run(
         RunDirectory(run_dir),
-        chosen,
+        [chosen],
         count=n,
         batch_size=batch_size,
         device=resolve_device(device),
         data_root=data_root,
         save_examples=save_examples,
     )
-    report = outcome.report
-    rows = [
-        [
-            result.name,
-            result.parameters["threat"],
-            _budget_text(result.parameters),
-            result.parameters.get("steps", "-"),
-            result.parameters.get("restarts", "-"),
-            report.count,
-            f"{report.clean_accuracy:.2%}",
-            f"{result.robust_accuracy:.2%}",
-            f"{result.success_rate:.2%}",
-            f"{result.seconds:.1f}s",
-        ]
-        for result in report.attacks
-    ]
-    print_table(
-        f"{run_dir}: robust accuracy on the first {report.count} test images",
-        ["attack", "norm", "eps", "steps", "restarts", "n", "clean", "robust", "success", "time"],
-        rows,
-    )
+    _print_robustness(run_dir, outcome.report)
     console.print(f"results: {outcome.results_file}")
     if outcome.examples_file is not None:
         console.print(f"examples: {outcome.examples_file}")
@@ -307,6 +305,40 @@ def _parse_options(pairs: list[str], flag: str = "--option") -> dict[str, Any]:
             raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE, e.g. {flag} depth=4")
         options[key] = yaml.safe_load(value)
     return options
+
+
+def _print_robustness(run_dir: Path, report: RobustnessReport) -> None:
+    rows = [
+        [
+            result.name,
+            result.parameters["threat"],
+            _budget_text(result.parameters),
+            result.parameters.get("steps", "-"),
+            result.parameters.get("restarts", "-"),
+            f"{result.robust_accuracy:.2%}",
+            f"{result.success_rate:.2%}",
+            f"{result.seconds:.1f}s",
+        ]
+        for result in report.attacks
+    ]
+    if len(report.attacks) > 1:
+        rows.append(
+            [
+                "worst case",
+                "",
+                "",
+                "",
+                "",
+                f"{report.worst_case_accuracy:.2%}",
+                f"{report.worst_case_success_rate:.2%}",
+                "",
+            ]
+        )
+    print_table(
+        f"{run_dir}: first {report.count} test images, clean accuracy {report.clean_accuracy:.2%}",
+        ["attack", "norm", "eps", "steps", "restarts", "robust acc", "success", "time"],
+        rows,
+    )
 
 
 def _budget_text(parameters: dict[str, Any]) -> str:

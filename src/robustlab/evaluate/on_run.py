@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ class AttackOutcome:
 
 def attack_run(
     run: RunDirectory,
-    attack: Attack,
+    attacks: Sequence[Attack],
     *,
     count: int,
     batch_size: int,
@@ -36,13 +37,15 @@ def attack_run(
     data_root: Path | None = None,
     save_examples: bool = False,
 ) -> AttackOutcome:
-    """Attack the first ``count`` test images of the run's dataset with ``attack``."""
+    """Attack the first ``count`` test images of the run's dataset with each of ``attacks``."""
     trained = load_trained_model(run, device)
     root = data_root or trained.config.data.root
     test = load_split(trained.info.name, "test", root)
     x, y = test.images[:count], test.labels[:count]
-    report = robust_accuracy(trained.model, (x, y), [attack], device=device, batch_size=batch_size)
-    label = attack_label(attack, len(y))
+    report = robust_accuracy(
+        trained.model, (x, y), list(attacks), device=device, batch_size=batch_size
+    )
+    label = "+".join(attack_label(attack, len(y)) for attack in attacks)
     results_file = atomic_write_json(
         run.path / "attacks" / f"{label}.json",
         {"weights": trained.weights, **report.to_dict(), "provenance": provenance()},
@@ -50,7 +53,7 @@ def attack_run(
     examples_file = None
     if save_examples:
         examples_file = _save_examples(
-            run, trained.model, attack, x, y, trained.info.class_names, label, device
+            run, trained.model, attacks[0], x, y, trained.info.class_names, label, device
         )
     return AttackOutcome(report=report, results_file=results_file, examples_file=examples_file)
 
