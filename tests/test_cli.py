@@ -48,7 +48,7 @@ def test_train_then_eval_on_digits(tmp_path) -> None:
         "run",
         cwd=tmp_path,
     )
-    assert "clean epoch   8 (#8)" in out.stdout
+    assert "clean  8/8  loss" in out.stdout
     assert "results" in out.stdout
     run = RunDirectory(tmp_path / "run")
     results = run.read_results()
@@ -70,7 +70,7 @@ def test_run_quickstart_config_and_rerun_skips(tmp_path) -> None:
     summary = json.loads((tmp_path / "runs" / "quickstart" / "summary.json").read_text())
     assert summary["trials"][0]["epochs"] == 3
     second = robustlab("run", str(config), "--out", "runs", cwd=tmp_path)
-    assert "clean epoch" not in second.stdout  # finished trial skipped
+    assert "loss" not in second.stdout  # finished trial skipped
     assert "thesis-shallow-s0" in second.stdout
 
 

@@ -36,7 +36,7 @@ class ConsoleReporter(TrainingReporter):
     def __init__(self) -> None:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
-        self._loss = 0.0
+        self._phase_epochs = 0
 
     def run_started(self, config: TrialConfig, data: TrialData, resumed_at: int) -> None:
         where = f", resuming after epoch {resumed_at}" if resumed_at else ""
@@ -48,6 +48,9 @@ class ConsoleReporter(TrainingReporter):
         )
 
     def epoch_started(self, phase: PhaseConfig, epoch: int, batches: int) -> None:
+        self._phase_epochs = phase.epochs
+        if not console.is_terminal:  # a log file gets the per-epoch lines only
+            return
         self._progress = Progress(
             TextColumn(f"{phase.name} {epoch}/{phase.epochs}"),
             BarColumn(),
@@ -70,12 +73,12 @@ class ConsoleReporter(TrainingReporter):
             self._progress.stop()
             self._progress = None
         train_eval = record.get("train_eval_acc")
-        train_eval_text = f"  train(eval) {train_eval:.2%}" if train_eval is not None else ""
+        train_eval_text = f" (eval {train_eval:.2%})" if train_eval is not None else ""
+        seconds = record["train_seconds"] + record["eval_seconds"]
         console.print(
-            f"{record['phase']} epoch {record['epoch']:>3} (#{record['global_epoch']})  "
+            f"{record['phase']} {record['epoch']:>2}/{self._phase_epochs}  "
             f"loss {record['train_loss']:.4f}  train {record['train_acc']:.2%}{train_eval_text}  "
-            f"test {record['test_acc']:.2%}  lr {record['lr']:.2e}  "
-            f"{record['train_seconds']:.1f}s+{record['eval_seconds']:.1f}s"
+            f"test {record['test_acc']:.2%}  {seconds:.0f}s"
         )
         console.file.flush()  # one line per epoch, promptly, also when piped to a log file
 
