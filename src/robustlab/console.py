@@ -92,7 +92,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     table = Table(title=title, title_justify="left")
     for index, column in enumerate(columns):
         numeric = bool(cells) and all(NUMBER.match(row[index]) for row in cells)
-        table.add_column(column, justify="right" if numeric else "left")
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for row in cells:
         table.add_row(*row)
     console.print(table)
