@@ -22,7 +22,7 @@ from robustlab.attacks.validation import check_range
 @register_attack
 @dataclass(frozen=True, kw_only=True)
 class FGSM(Attack):
-    """x + eps · steepest(∇x loss), clipped to [0, 1].
+    """Fast gradient sign method: one step x + eps · steepest(∇x loss), clipped to [0, 1].
 
     ``norm="linf"`` is FGSM proper; ``"l2"``/``"l1"`` give the fast gradient method.
     Example: ``x_adv = FGSM(eps=0.3)(model, x, y)``

@@ -151,8 +151,10 @@ class BIM(PGD):
 @register_attack
 @dataclass(frozen=True, kw_only=True)
 class ILCM(BIM):
-    """Iterative least-likely class method: targeted BIM toward the clean input's
-    least-likely class (Kurakin et al. 2017). It chooses its own target per example.
+    """Iterative least-likely class method: targeted BIM toward the least-likely class.
+
+    Paper: Kurakin, Goodfellow & Bengio 2017. The target of each example is the class the model
+    finds least likely on the clean input, so the caller passes no ``target``.
     """
 
     name: ClassVar[str] = "ilcm"
