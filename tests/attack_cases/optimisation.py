@@ -6,7 +6,7 @@ FAST_PARAMS = {
     "cw-l2": {"steps": 30, "binary_search_steps": 3, "initial_const": 1.0, "lr": 0.5},
     "cw-linf": {"eps": 0.2, "steps": 8},
     "cw-l0": {
-        "max_pixels": 20,
+        "max_pixels": 32,
         "steps": 30,
         "binary_search_steps": 3,
         "lr": 0.5,
