@@ -60,3 +60,15 @@ def test_l2_and_l1_pgd_respect_their_balls(digits_model: TrainedSubject) -> None
         assert size.max() <= eps + 1e-4
         assert x_adv.min() >= 0 and x_adv.max() <= 1
     assert torch.isfinite(x_adv).all()
+
+
+def test_bf16_early_stop_confirms_success_in_fp32(mnist_model: TrainedSubject) -> None:
+    """Under bf16 a borderline example can look fooled; early stop must not freeze it there."""
+    x, y = mnist_model.batch(256)
+    attack = PGD(
+        eps=0.3, alpha=0.01, steps=40, random_start=False, precision="bf16", early_stop=True
+    )
+    x_adv = attack(mnist_model.model, x, y)
+    with torch.no_grad():
+        fooled = (mnist_model.model(x_adv).argmax(dim=1) != y).float().mean().item()
+    assert fooled >= 0.99, fooled

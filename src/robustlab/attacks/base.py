@@ -41,6 +41,14 @@ class AttackContext:
             output: torch.Tensor = self.model(x)
         return output.float()
 
+    def confirmed_fooled(
+        self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Success judged in full precision: under bf16 a borderline example can look fooled
+        when it is not, and an attack must not stop early on such an example."""
+        with torch.no_grad():
+            return fooled(self.model(x).float(), y, target)
+
     def input_gradient(self, loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """d(sum of per-example losses)/dx, without touching any parameter's gradient."""
         (grad,) = torch.autograd.grad(loss.sum(), x)

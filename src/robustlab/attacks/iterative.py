@@ -118,7 +118,14 @@ class PGD(Attack):
             grad = context.input_gradient(loss_fn(logits, y_active, t_active), x_active)
             with torch.no_grad():
                 if self.early_stop:
-                    keep = ~fooled(logits, y_active, t_active)
+                    done = fooled(logits, y_active, t_active)
+                    if self.precision != "fp32" and bool(done.any()):
+                        index = done.nonzero().squeeze(1)
+                        t_done = None if t_active is None else t_active[index]
+                        done[index] = context.confirmed_fooled(
+                            x_active[index].detach(), y_active[index], t_done
+                        )
+                    keep = ~done
                     active, x_active, grad = active[keep], x_active[keep], grad[keep]
                     if len(active) == 0:
                         break
