@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from robustlab.models import build_model
 
 from robustlab.io import atomic_write_json
+from robustlab.models import build_model
 from robustlab.provenance import provenance
 
 
