@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import torch
@@ -68,9 +68,10 @@ class AutoAttack(Attack):
     9 target classes; Square 5000 queries, p_init 0.8) or "fast" (APGD-CE and APGD-T with 25
     steps, 3 target classes); ``attacks`` overrides the version's list with any of
     "apgd-ce", "apgd-dlr", "apgd-t", "square", in the order given. The original's FAB-T is
-    left out: in the paper it almost never breaks an example the other three miss, and it is
-    the slowest member. Every member stops fooled examples early (examples are independent,
-    so this only saves time) and shares ``seed``, so ``early_stop`` changes nothing.
+    left out: it seldom breaks an example the APGD runs missed, and it is a slow member (see
+    docs/evaluator.md). Every member stops fooled examples early (examples are independent,
+    so this only saves time) and shares ``seed``, so ``early_stop`` changes nothing. With
+    ``precision="bf16"`` the members run under bf16 autocast but success is judged in fp32.
     ``run`` also returns a ``CascadeRecord`` of how many examples each attack broke.
 
     Example: ``x_adv, record = AutoAttack(eps=0.3).run(model, x, y)``;
@@ -91,6 +92,8 @@ class AutoAttack(Attack):
             raise ValueError(f"AutoAttack.norm must be 'linf' or 'l2', got {self.norm!r}")
         if self.version not in VERSIONS:
             raise ValueError(f"AutoAttack.version must be one of {sorted(VERSIONS)}")
+        if isinstance(self.attacks, list):  # from a YAML config or the CLI
+            object.__setattr__(self, "attacks", tuple(self.attacks))
         if self.attacks is not None:
             unknown = [name for name in self.attacks if name not in MEMBERS]
             if unknown or not self.attacks or len(set(self.attacks)) != len(self.attacks):
@@ -173,8 +176,12 @@ class AutoAttack(Attack):
         target: torch.Tensor | None,
     ) -> torch.Tensor:
         model = context.model
+        # Success is always judged in fp32, even when the members run under bf16: an input
+        # that fools only the bf16 model is not adversarial for the model being evaluated,
+        # so it stays "robust" and goes on to the next attack.
+        judge = replace(context, precision="fp32")
         with torch.no_grad():
-            robust = context.logits(x).argmax(dim=1) == y
+            robust = judge.logits(x).argmax(dim=1) == y
         x_adv = x.clone()
         counts = {"clean": int(robust.sum())}
         broken: dict[str, int] = {}
@@ -185,7 +192,7 @@ class AutoAttack(Attack):
             if len(todo) > 0:
                 candidate = attack(model, x[todo], y[todo])
                 with torch.no_grad():
-                    won = context.logits(candidate).argmax(dim=1) != y[todo]
+                    won = judge.logits(candidate).argmax(dim=1) != y[todo]
                 # Robust examples keep the latest attempt; fooled ones keep it for good.
                 x_adv[todo] = candidate
                 robust[todo[won]] = False

@@ -4,8 +4,7 @@ Paper: Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks",
 The L2 attack minimises ‖x' − x‖² + c·f(x') with x' = (tanh(w) + 1)/2, so Adam works on an
 unconstrained w while x' stays in [0, 1]; f is the clipped logit margin and a binary search
 per example finds the smallest c that still fools the model. It is a *minimal-perturbation*
-attack: it has no budget unless ``eps`` is given, so ``MinimalPerturbation`` (shared with
-DeepFool and L-BFGS) holds what such attacks have in common.
+attack: it has no budget unless ``eps`` is given (see ``robustlab.attacks.minimal``).
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ import torch
 from robustlab.attacks.base import Attack, AttackContext, fooled
 from robustlab.attacks.iterative import PGD, LossName, NormName
 from robustlab.attacks.losses import cw_margin
-from robustlab.attacks.norms import get_norm
+from robustlab.attacks.minimal import MinimalPerturbation
+from robustlab.attacks.norms import per_example
 from robustlab.attacks.registry import register_attack
 from robustlab.attacks.validation import check_range
 
@@ -29,44 +29,6 @@ TANH_SHRINK = 1 - 1e-6
 """atanh(±1) is infinite: pixels at exactly 0 or 1 start a hair inside the box."""
 UNCHANGED = 1e-3
 """A pixel moved less than this is tanh round-off, not a use of that pixel (CW-L0)."""
-
-
-def per_example(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-example vector to broadcast against a batch shaped like ``like``."""
-    return values.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-def l2_distance(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return get_norm("l2").size(x_adv - x)
-
-
-@dataclass(frozen=True, kw_only=True)
-class MinimalPerturbation(Attack):
-    """Base of attacks that find the smallest perturbation instead of spending a budget.
-
-    ``THREAT`` names the norm they minimise. Without ``eps`` there is no budget and
-    ``threat`` is "none"; with ``eps``, a result farther than eps from x is *replaced by the
-    clean input* (counted as a failure), rather than being shrunk onto the ball, so every
-    returned perturbation is one the attack actually found.
-    """
-
-    eps: float | None = None
-
-    THREAT: ClassVar[str] = "l2"
-
-    def __post_init__(self) -> None:
-        if self.eps is not None:
-            check_range(self, "eps", self.eps, minimum=0.0)
-
-    @property
-    def threat(self) -> str:
-        return self.THREAT if self.eps is not None else "none"
-
-    def keep_within_eps(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-        if self.eps is None:
-            return x_adv
-        too_far = get_norm(self.THREAT).size(x_adv - x) > self.eps
-        return torch.where(per_example(too_far, x), x, x_adv)
 
 
 class SearchResult(NamedTuple):

@@ -14,8 +14,8 @@ from typing import ClassVar
 import torch
 
 from robustlab.attacks.base import AttackContext, fooled
-from robustlab.attacks.cw import MinimalPerturbation, per_example
-from robustlab.attacks.norms import TINY
+from robustlab.attacks.minimal import MinimalPerturbation
+from robustlab.attacks.norms import TINY, per_example
 from robustlab.attacks.registry import register_attack
 from robustlab.attacks.validation import check_range
 

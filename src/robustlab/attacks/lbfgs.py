@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from robustlab.attacks.base import AttackContext, fooled
-from robustlab.attacks.cw import MinimalPerturbation, l2_distance
+from robustlab.attacks.minimal import MinimalPerturbation, l2_distance
 from robustlab.attacks.registry import register_attack
 from robustlab.attacks.validation import check_range
 

@@ -21,7 +21,7 @@ def _flat(delta: torch.Tensor) -> torch.Tensor:
     return delta.reshape(delta.shape[0], -1)
 
 
-def _per_example(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_example(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Reshape a per-example vector to broadcast against a batch shaped like ``like``."""
     return values.reshape(-1, *([1] * (like.dim() - 1)))
 
@@ -64,7 +64,7 @@ class LinfNorm(Norm):
 
     def project(self, delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
         if isinstance(eps, torch.Tensor):
-            bound = _per_example(eps, delta)
+            bound = per_example(eps, delta)
             return torch.maximum(torch.minimum(delta, bound), -bound)
         return delta.clamp(-eps, eps)
 
@@ -81,19 +81,19 @@ class L2Norm(Norm):
     ) -> torch.Tensor:
         # Uniform in the ball: a Gaussian direction, radius eps * U^(1/d).
         direction = torch.randn(shape, generator=generator, device=device)
-        direction = direction / _per_example(self.size(direction).clamp_min(TINY), direction)
+        direction = direction / per_example(self.size(direction).clamp_min(TINY), direction)
         dims = direction[0].numel()
         radius = torch.rand(shape[0], generator=generator, device=device) ** (1.0 / dims) * eps
-        return direction * _per_example(radius, direction)
+        return direction * per_example(radius, direction)
 
     def steepest(self, grad: torch.Tensor) -> torch.Tensor:
-        return grad / _per_example(self.size(grad).clamp_min(TINY), grad)
+        return grad / per_example(self.size(grad).clamp_min(TINY), grad)
 
     def project(self, delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
         norms = self.size(delta)
         bound = eps if isinstance(eps, torch.Tensor) else torch.full_like(norms, eps)
         factor = torch.where(norms > bound, bound / norms.clamp_min(TINY), torch.ones_like(norms))
-        return delta * _per_example(factor, delta)
+        return delta * per_example(factor, delta)
 
 
 class L1Norm(Norm):
@@ -117,9 +117,9 @@ class L1Norm(Norm):
         uniform = torch.rand(shape, generator=generator, device=device).clamp(TINY, 1 - TINY)
         signs = torch.where(torch.rand(shape, generator=generator, device=device) < 0.5, -1, 1)
         direction = -torch.log(uniform) * signs
-        direction = direction / _per_example(self.size(direction).clamp_min(TINY), direction)
+        direction = direction / per_example(self.size(direction).clamp_min(TINY), direction)
         radius = torch.rand(shape[0], generator=generator, device=device) * eps
-        return direction * _per_example(radius, direction)
+        return direction * per_example(radius, direction)
 
     def steepest(self, grad: torch.Tensor) -> torch.Tensor:
         flat = _flat(grad)
