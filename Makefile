@@ -28,7 +28,7 @@ install: $(DEV_INSTALLED)
 
 quickstart: $(INSTALLED)
 	$(BIN)/robustlab run configs/quickstart.yaml
-	$(BIN)/robustlab eval runs/quickstart/thesis-shallow-s0
+	$(BIN)/robustlab report runs/quickstart
 
 test: $(DEV_INSTALLED)
 	$(BIN)/ruff check src tests benchmarks

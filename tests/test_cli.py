@@ -61,17 +61,38 @@ def test_train_then_eval_on_digits(tmp_path) -> None:
     assert accuracy in evaluated.stdout and "model.safetensors" in evaluated.stdout
 
 
-def test_run_quickstart_config_and_rerun_skips(tmp_path) -> None:
+def shrunk_quickstart(tmp_path: Path) -> Path:
+    """configs/quickstart.yaml with fewer epochs, steps and bisection iterations."""
+    text = (ROOT / "configs" / "quickstart.yaml").read_text()
+    for old, new in [
+        ("epochs: 30", "epochs: 3"),
+        ("epochs: 15", "epochs: 2"),
+        ("steps: 200", "steps: 20"),
+        ("iterations: 6", "iterations: 3"),
+    ]:
+        assert old in text, old
+        text = text.replace(old, new)
     config = tmp_path / "quick.yaml"
-    text = (ROOT / "configs" / "quickstart.yaml").read_text().replace("epochs: 30", "epochs: 3")
     config.write_text(text)
+    return config
+
+
+def test_run_quickstart_config_and_rerun_skips(tmp_path) -> None:
+    config = shrunk_quickstart(tmp_path)
     first = robustlab("run", str(config), "--out", "runs", cwd=tmp_path)
-    assert "thesis-shallow-s0" in first.stdout
-    summary = json.loads((tmp_path / "runs" / "quickstart" / "summary.json").read_text())
-    assert summary["trials"][0]["epochs"] == 3
+    assert "thesis-shallow-calibrated-s0" in first.stdout and "adversarial  2/2" in first.stdout
+    experiment = tmp_path / "runs" / "quickstart"
+    summary = json.loads((experiment / "summary.json").read_text())
+    assert [t["epochs"] for t in summary["trials"]] == [5, 5]
+    assert 0 < summary["calibration"]["eps"] <= 0.5
+    assert (experiment / "report" / "report.html").exists()
+    # The clean phase was trained once per model, in the shared folder.
+    assert len(list((tmp_path / "runs" / "shared").iterdir())) == 2
     second = robustlab("run", str(config), "--out", "runs", cwd=tmp_path)
-    assert "loss" not in second.stdout  # finished trial skipped
-    assert "thesis-shallow-s0" in second.stdout
+    assert "loss" not in second.stdout  # finished trials skipped
+    assert "thesis-shallow-calibrated-s0" in second.stdout
+    reported = robustlab("report", str(experiment), cwd=tmp_path)
+    assert "Table 5.1 shape" in reported.stdout and "Calibrated ε*" in reported.stdout
 
 
 def test_user_errors_are_one_clear_line(tmp_path) -> None:

@@ -103,8 +103,8 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, monkeyp
     batches_per_first_epoch = 16  # 1000 synthetic images / batch 64
 
     class PoisonedObjective(StandardObjective):
-        def __call__(self, model, x, y) -> ObjectiveOutput:
-            output = super().__call__(model, x, y)
+        def __call__(self, model, x, y, step=None) -> ObjectiveOutput:
+            output = super().__call__(model, x, y, step)
             calls["n"] += 1
             if calls["n"] > batches_per_first_epoch + 3:
                 return ObjectiveOutput(loss=output.loss * float("nan"), logits=output.logits)

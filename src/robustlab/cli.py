@@ -111,6 +111,80 @@ def run(
     result = run_experiment(config, out, reporter=ConsoleReporter())
     _print_results(result.trials)
     console.print(f"experiment directory: {result.directory}")
+    if result.report is not None:
+        console.print(f"report: {result.report}")
+
+
+@app.command()
+def report(
+    experiment_dir: Path = typer.Argument(..., help="an experiment folder written by run"),
+) -> None:
+    """Write the experiment's report (Markdown, CSV, PNG figures, one HTML page) and print
+    its tables."""
+    from robustlab.experiments.collect import collect
+    from robustlab.experiments.report import build_report, write_experiment_report
+
+    page = write_experiment_report(experiment_dir)
+    built = build_report(collect(experiment_dir))
+    for section in built.sections:
+        for table in section.tables:
+            print_table(table.title, table.columns, table.rows)
+        if section.verdict is not None:
+            console.print(f"Hypothesis 1: {section.verdict.text}")
+    if built.calibration:
+        console.print(built.calibration)
+    if built.missing:
+        console.print(f"not finished (left out): {', '.join(built.missing)}")
+    console.print(f"report: {page} (also report.md, report.csv, figures/)")
+
+
+@app.command()
+def calibrate(
+    run_dirs: list[Path] = typer.Argument(..., help="run directories of the models to pool"),
+    target: float = typer.Option(0.56, help="success rate to reach (share of clean-correct)"),
+    steps: int = typer.Option(200, help="PGD iterations"),
+    n: int = typer.Option(1000, "--n", help="first N test images"),
+    high: float = typer.Option(0.5, help="largest ε searched"),
+    iterations: int = typer.Option(7, help="bisection steps (resolution high/2^iterations)"),
+    phase: Optional[str] = typer.Option(None, help="weights at the end of this phase"),
+    precision: str = typer.Option("fp32", help="fp32, or bf16 autocast"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Find the ε at which PGD fools a target share of the models' test images."""
+    from robustlab.attacks.iterative import PGD
+    from robustlab.evaluate.calibration import calibrate as calibrate_models
+
+    if not 0 < target < 1:
+        raise ConfigError(f"--target must be in (0, 1), got {target}")
+    chosen = resolve_device(device)
+    trained = [load_trained_model(RunDirectory(path), chosen, phase=phase) for path in run_dirs]
+    names = {t.info.name for t in trained}
+    if len(names) != 1:
+        raise ConfigError(f"the runs use different datasets ({', '.join(sorted(names))})")
+    root = data_root or trained[0].config.data.root
+    test = datasets.load_split(trained[0].info.name, "test", root)
+    attack = PGD(eps=1.0, steps=steps, early_stop=True, precision=precision)  # type: ignore[arg-type]
+    result = calibrate_models(
+        [t.model for t in trained],
+        test.images[:n].to(chosen),
+        test.labels[:n].to(chosen),
+        attack,
+        target_success=target,
+        high=high,
+        iterations=iterations,
+    )
+    grid = [high * i / 10 for i in range(11)]
+    print_table(
+        f"PGD-{steps} success vs ε, pooled over {len(trained)} model(s), "
+        f"{len(result.minimal_eps)} clean-correct examples",
+        ["eps", "success"],
+        [[f"{eps:.3f}", f"{rate:.1%}"] for eps, rate in result.curve(grid)],
+    )
+    console.print(
+        f"calibrated ε = {result.eps:.4f} ({255 * result.eps:.1f}/255) for {target:.0%} "
+        f"success (resolution {result.resolution:.4f})"
+    )
 
 
 @app.command(name="eval")

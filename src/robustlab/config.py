@@ -7,21 +7,26 @@ package, code takes these typed objects, never raw dicts.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from robustlab.config_base import StrictModel
+from robustlab.config_objectives import (
+    AttackConfig,
+    ObjectiveConfig,
+    StandardObjectiveConfig,
+    training_attack,
+)
+
+__all__ = ["AttackConfig", "ObjectiveConfig", "StandardObjectiveConfig"]  # re-exported
 
 from robustlab.errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-
-
-class StrictModel(BaseModel):
-    """Base for every schema: unknown keys are errors and instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataConfig(StrictModel):
@@ -36,6 +41,16 @@ class DataConfig(StrictModel):
 class ModelConfig(StrictModel):
     name: str = Field(description="model registry name, e.g. thesis-shallow")
     options: dict[str, Any] = Field(default_factory=dict, description="builder options")
+    label: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="name in trial names and reports (default: name); tells apart two "
+        "entries of one model with different options",
+    )
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.name
 
 
 class OptimizerConfig(StrictModel):
@@ -64,15 +79,11 @@ class ScheduleConfig(StrictModel):
     final_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
-class StandardObjectiveConfig(StrictModel):
-    """Plain cross-entropy on clean inputs."""
+class PhaseEvaluationConfig(StrictModel):
+    """Per-phase replacements for the experiment's attack lists (None: use the experiment's)."""
 
-    type: Literal["standard"] = "standard"
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
-
-
-# Adversarial objectives join this union as further members with their own ``type`` literal.
-ObjectiveConfig = StandardObjectiveConfig
+    attacks: list[AttackConfig] | None = None
+    phase_end_attacks: list[AttackConfig] | None = None
 
 
 class PhaseConfig(StrictModel):
@@ -86,6 +97,17 @@ class PhaseConfig(StrictModel):
         default="fp32", description="bf16 runs forward/backward under torch.autocast"
     )
     max_grad_norm: Annotated[float, Field(gt=0)] | None = None
+    evaluation: PhaseEvaluationConfig = Field(default_factory=PhaseEvaluationConfig)
+    shared: bool = Field(
+        default=False,
+        description="train once and reuse wherever the same data, model, seed, evaluation and "
+        "preceding phases recur (also across experiments in one output folder)",
+    )
+
+    @property
+    def attack(self) -> AttackConfig | None:
+        """The attack this phase trains against, if its objective is adversarial."""
+        return training_attack(self.objective)
 
     @field_validator("objective", mode="before")
     @classmethod
@@ -94,11 +116,31 @@ class PhaseConfig(StrictModel):
 
 
 class EvaluationConfig(StrictModel):
+    """What is measured after every epoch and at the end of every phase."""
+
     batch_size: Annotated[int, Field(ge=1)] = 1000
     train_subset: Annotated[int, Field(ge=0)] | None = Field(
         default=10_000,
         description="training images scored in eval mode each epoch; 0 = none, null = all",
     )
+    attack_images: Annotated[int, Field(ge=1)] = Field(
+        default=1000, description="the first N test images are attacked (the same every time)"
+    )
+    attack_batch_size: Annotated[int, Field(ge=1)] = 500
+    attacks: list[AttackConfig] | None = Field(
+        default=None,
+        description="attacks run after every epoch; null: in adversarial phases the phase's "
+        "attack and PGD with more steps at its ε, in standard phases none",
+    )
+    phase_end_attacks: list[AttackConfig] = Field(
+        default_factory=list,
+        description="attacks run on the weights at the end of every phase (the strong "
+        "evaluation: e.g. PGD-200 and AutoAttack); PGD's success is traced per iteration",
+    )
+
+    def global_knobs(self) -> dict[str, Any]:
+        """Everything but the attack lists, which phases may replace."""
+        return self.model_dump(mode="json", exclude={"attacks", "phase_end_attacks"})
 
 
 class TrialConfig(StrictModel):
@@ -112,6 +154,7 @@ class TrialConfig(StrictModel):
     phases: list[PhaseConfig] = Field(min_length=1)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    setting: str | None = Field(default=None, description="the experiment setting, if any")
 
     @field_validator("phases")
     @classmethod
@@ -120,15 +163,153 @@ class TrialConfig(StrictModel):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"phase names must be unique; repeated: {', '.join(duplicates)}")
+        flags = [phase.shared for phase in phases]
+        if flags != sorted(flags, reverse=True):
+            raise ValueError(
+                "shared phases must come first: a shared phase cannot follow one that is not shared"
+            )
         return phases
+
+    def phase_attacks(self, phase: PhaseConfig) -> list[AttackConfig]:
+        """Attacks run after every epoch of ``phase``."""
+        if phase.evaluation.attacks is not None:
+            return phase.evaluation.attacks
+        if self.evaluation.attacks is not None:
+            return self.evaluation.attacks
+        return default_epoch_attacks(phase)
+
+    def phase_end_attacks(self, phase: PhaseConfig) -> list[AttackConfig]:
+        """Attacks run on the weights at the end of ``phase``."""
+        if phase.evaluation.phase_end_attacks is not None:
+            return phase.evaluation.phase_end_attacks
+        return self.evaluation.phase_end_attacks
 
     @property
     def total_epochs(self) -> int:
         return sum(phase.epochs for phase in self.phases)
 
 
+class HypothesisConfig(StrictModel):
+    """The thesis's Hypothesis 1: the deeper model keeps more clean accuracy under
+    adversarial training. Names are model labels (or names) of the experiment."""
+
+    shallow: str = "thesis-shallow"
+    deep: str = "thesis-deep"
+
+
+class ReportConfig(StrictModel):
+    """How ``robustlab report`` reads the experiment: which phases are "before" and "after"
+    (Table 5.1's columns) and which published numbers to print beside ours."""
+
+    title: str = ""
+    before_phase: str | None = Field(default=None, description="default: the first phase")
+    after_phase: str | None = Field(default=None, description="default: the last phase")
+    adversary: str | None = Field(
+        default=None,
+        description="label (or its start) of the phase-end attack whose success rate is "
+        "'the adversary's'; default: the first phase-end attack",
+    )
+    hypothesis: HypothesisConfig | None = None
+    reference: Literal["thesis-table-5-1", "none"] = "none"
+    notes: str = Field(default="", description="printed under the title, e.g. the protocol")
+
+
+def default_epoch_attacks(phase: PhaseConfig) -> list[AttackConfig]:
+    """The phase's own attack, and PGD with more steps at its ε (none for standard phases)."""
+    attack = phase.attack
+    if attack is None:
+        return []
+    eps = attack.build().budget
+    if eps is None:
+        return [attack]
+    steps = max(50, 4 * int(attack.params.get("steps", 1)))
+    stronger = AttackConfig.model_validate(
+        {"name": "pgd", "eps": eps, "steps": steps, "norm": attack.build().threat}
+    )
+    return [attack, stronger]
+
+
+CALIBRATED = "calibrated"
+"""A setting's override value that stands for the experiment's calibrated ε."""
+STAND_IN_EPS = 0.1
+"""Used in place of the calibrated ε to validate settings before calibration has run."""
+
+
+class CalibrationConfig(StrictModel):
+    """Find the ε at which the attack fools ``target_success`` of the models' clean-correct
+    test images, on the weights at the end of ``after_phase`` (a shared phase, so the
+    calibration runs before any setting needs it). Settings use it by the value "calibrated".
+    """
+
+    target_success: Annotated[float, Field(gt=0, lt=1)] = 0.56
+    after_phase: str = Field(description="a shared phase, e.g. the standard-training phase")
+    attack: AttackConfig = Field(
+        default_factory=lambda: AttackConfig.model_validate(
+            {"name": "pgd", "eps": 1.0, "steps": 200, "early_stop": True}
+        ),
+        description="a PGD-family attack; its eps only sets the ratio alpha/eps",
+    )
+    seeds: list[int] | None = Field(default=None, description="models of these seeds; null: all")
+    images: Annotated[int, Field(ge=1)] = 1000
+    high: Annotated[float, Field(gt=0, le=1)] = 0.5
+    iterations: Annotated[int, Field(ge=1, le=20)] = 7
+    batch_size: Annotated[int, Field(ge=1)] = 500
+
+
+class SettingConfig(StrictModel):
+    """One variant of an experiment: dotted paths into its ``phases`` or ``evaluation`` mapped
+    to new values, e.g. ``{phases.1.objective.attack.eps: 0.3}``."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("overrides")
+    @classmethod
+    def _paths_under_phases_or_evaluation(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        for path in overrides:
+            if path.split(".")[0] not in OVERRIDABLE:
+                raise ValueError(
+                    f"{path!r}: a setting may change only fields under {' or '.join(OVERRIDABLE)}"
+                )
+        return overrides
+
+
+OVERRIDABLE = ("phases", "evaluation")
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with each dotted path set; a path that does not exist is an error."""
+    result = copy.deepcopy(data)
+    for path, value in overrides.items():
+        parts = path.split(".")
+        node: Any = result
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth]) or "(top level)"
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ValueError(f"{path!r}: {where} has no item {part!r}")
+                key: Any = int(part)
+            elif isinstance(node, dict):
+                if part not in node and not (last and _accepts_new_keys(node)):
+                    raise ValueError(f"{path!r}: {where} has no field {part!r}")
+                key = part
+            else:
+                raise ValueError(f"{path!r}: {where} is a value, not a mapping or list")
+            if last:
+                node[key] = value
+            else:
+                node = node[key]
+    return result
+
+
+def _accepts_new_keys(node: dict[str, Any]) -> bool:
+    """Attack configs take any of their attack's parameters, not only those already written."""
+    return "name" in node and not {"epochs", "dataset"} & set(node)
+
+
 class ExperimentConfig(StrictModel):
-    """Models × seeds, each trained through the same phases; one trial per pair."""
+    """Models × settings × seeds, each trained through the phases; one trial per triple."""
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -137,7 +318,12 @@ class ExperimentConfig(StrictModel):
     seeds: list[Annotated[int, Field(ge=0, lt=2**31)]] = Field(default_factory=lambda: [0])
     phases: list[PhaseConfig] = Field(min_length=1)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    settings: list[SettingConfig] = Field(
+        default_factory=list, description="variants of the phases or evaluation, e.g. one per ε"
+    )
+    calibration: CalibrationConfig | None = None
     device: str = "auto"
+    report: ReportConfig = Field(default_factory=lambda: ReportConfig())
 
     @field_validator("seeds")
     @classmethod
@@ -146,28 +332,83 @@ class ExperimentConfig(StrictModel):
             raise ValueError("seeds must be unique")
         return seeds
 
-    def trials(self) -> list[TrialConfig]:
-        """Expand into trial configs; names are ``<model>-s<seed>`` and must be unique."""
+    @model_validator(mode="after")
+    def _settings_apply(self) -> ExperimentConfig:
+        names = [setting.name for setting in self.settings]
+        if len(set(names)) != len(names):
+            raise ValueError(f"settings: names must be unique, got {names}")
+        for index, setting in enumerate(self.settings):
+            try:
+                self._variant(setting, None)
+            except (ValueError, ConfigError) as error:
+                raise ValueError(f"settings.{index} ({setting.name}): {error}") from None
+            if self.calibration is None and CALIBRATED in setting.overrides.values():
+                raise ValueError(
+                    f"settings.{index} ({setting.name}) uses {CALIBRATED!r} but the "
+                    "experiment has no calibration section"
+                )
+        if self.calibration is not None:
+            shared = [phase.name for phase in self.phases if phase.shared]
+            if self.calibration.after_phase not in shared:
+                listed = ", ".join(shared) or "none is shared"
+                raise ValueError(
+                    f"calibration.after_phase must name a shared phase ({listed}), "
+                    f"got {self.calibration.after_phase!r}"
+                )
+        return self
+
+    @property
+    def uses_calibration(self) -> bool:
+        return any(CALIBRATED in setting.overrides.values() for setting in self.settings)
+
+    def _variant(
+        self, setting: SettingConfig | None, calibrated: float | None
+    ) -> tuple[list[PhaseConfig], EvaluationConfig]:
+        if setting is None or not setting.overrides:
+            return self.phases, self.evaluation
+        base = {
+            "phases": [phase.model_dump(mode="json") for phase in self.phases],
+            "evaluation": self.evaluation.model_dump(mode="json"),
+        }
+        eps = STAND_IN_EPS if calibrated is None else calibrated
+        overrides = {
+            path: eps if value == CALIBRATED else value for path, value in setting.overrides.items()
+        }
+        changed = apply_overrides(base, overrides)
+        phases = [PhaseConfig.model_validate(phase) for phase in changed["phases"]]
+        return phases, EvaluationConfig.model_validate(changed["evaluation"])
+
+    def trials(self, calibrated_eps: float | None = None) -> list[TrialConfig]:
+        """Expand into trial configs named ``<model>[-<setting>]-s<seed>``, which must be unique.
+
+        ``calibrated_eps`` replaces "calibrated" in the settings (before calibration has run,
+        a stand-in value does, which is good for everything but training those settings).
+        """
         trials = []
         for model in self.models:
-            for seed in self.seeds:
-                trials.append(
-                    TrialConfig(
-                        experiment=self.name,
-                        trial=f"{model.name}-s{seed}",
-                        data=self.data,
-                        model=model,
-                        seed=seed,
-                        phases=self.phases,
-                        evaluation=self.evaluation,
-                        device=self.device,
+            variants: list[SettingConfig | None] = list(self.settings) or [None]
+            for setting in variants:
+                phases, evaluation = self._variant(setting, calibrated_eps)
+                middle = f"-{setting.name}" if setting is not None else ""
+                for seed in self.seeds:
+                    trials.append(
+                        TrialConfig(
+                            experiment=self.name,
+                            trial=f"{model.display_name}{middle}-s{seed}",
+                            data=self.data,
+                            model=model,
+                            seed=seed,
+                            phases=phases,
+                            evaluation=evaluation,
+                            device=self.device,
+                            setting=setting.name if setting is not None else None,
+                        )
                     )
-                )
         names = [trial.trial for trial in trials]
         if len(set(names)) != len(names):
             raise ConfigError(
                 f"experiment {self.name!r}: models list the same model twice; trial names "
-                f"must be unique, got {names}"
+                f"must be unique (give each entry a label), got {names}"
             )
         return trials
 
@@ -184,6 +425,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for issue in error.errors():
         field = ".".join(str(part) for part in issue["loc"]) or "(top level)"
+        if issue["type"] == "union_tag_invalid":  # name the tag field itself, e.g. .type
+            field += "." + str(issue.get("ctx", {}).get("discriminator", "type")).strip("'")
         if issue["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see configs/ for examples)"
         else:

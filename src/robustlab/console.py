@@ -7,6 +7,7 @@ draws them.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,8 @@ from robustlab.config import PhaseConfig, TrialConfig
 from robustlab.train.inputs import TrialData
 from robustlab.train.trainer import TrainingReporter
 
-console = Console(highlight=False)
+# A log file is not a terminal and would be folded at 80 columns; tables need more room.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, highlight=False)
 
 
@@ -75,10 +77,21 @@ class ConsoleReporter(TrainingReporter):
         train_eval = record.get("train_eval_acc")
         train_eval_text = f" (eval {train_eval:.2%})" if train_eval is not None else ""
         seconds = record["train_seconds"] + record["eval_seconds"]
+        attacked = "".join(
+            f"  {name} {result['robust_acc']:.2%}"
+            for name, result in record.get("attacks", {}).items()
+        )
+        check = record.get("overfitting")
+        checked = (
+            f"  overfitting check: PGD {check['pgd_acc']:.1%} vs training attack "
+            f"{check['train_attack_acc']:.1%}{' FLAGGED' if check['flagged'] else ''}"
+            if check
+            else ""
+        )
         console.print(
             f"{record['phase']} {record['epoch']:>2}/{self._phase_epochs}  "
             f"loss {record['train_loss']:.4f}  train {record['train_acc']:.2%}{train_eval_text}  "
-            f"test {record['test_acc']:.2%}  {seconds:.0f}s"
+            f"test {record['test_acc']:.2%}{attacked}{checked}  {seconds:.0f}s"
         )
         console.file.flush()  # one line per epoch, promptly, also when piped to a log file
 

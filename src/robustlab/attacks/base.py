@@ -15,6 +15,7 @@ subclasses implement ``_perturb`` only, and the base class
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -119,7 +120,7 @@ class Attack(ABC):
 
     def describe(self) -> dict[str, object]:
         """Hyper-parameters for result files: every field plus the attack's name and threat."""
-        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         return {"attack": self.name or type(self).__name__, "threat": self.threat, **fields}
 
 

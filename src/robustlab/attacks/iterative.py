@@ -7,14 +7,18 @@ direction and the projection (see ``norms.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from robustlab.attacks.base import Attack, AttackContext, fooled
 from robustlab.attacks.losses import LOSSES
-from robustlab.attacks.norms import get_norm
+from robustlab.attacks.norms import get_norm, per_example
 from robustlab.attacks.registry import register_attack
 from robustlab.attacks.validation import check_range
 
@@ -99,14 +103,73 @@ class PGD(Attack):
         y: torch.Tensor,
         target: torch.Tensor | None,
     ) -> torch.Tensor:
-        """One run of ``steps`` projected steps; fooled examples freeze with ``early_stop``."""
-        norm = get_norm(self.norm)
         loss_fn = LOSSES.get(self.loss)
-        if self.random_start and self.eps > 0:
-            delta = norm.random_start(x.shape, self.eps, context.generator, x.device)
-            x_adv = (x + delta).clamp(0.0, 1.0)
+
+        def objective(logits: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+            return loss_fn(logits, y[active], None if target is None else target[active])
+
+        return self._ascend(context, x, y, target, objective, self._start(context, x))
+
+    def with_budgets(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
+        """The attack with its own radius ``eps[i]`` for every example (``self.eps`` only sets
+        the step size's ratio to the radius). One batched call serves a per-example bisection
+        for the smallest ε that fools each example."""
+        if self.restarts != 1:
+            raise ValueError("PGD.with_budgets runs one restart: use restarts=1")
+        if self.eps <= 0:
+            raise ValueError("PGD.with_budgets scales the step by alpha/eps: use eps > 0")
+        if eps.shape != (len(x),) or bool((eps < 0).any()):
+            raise ValueError(f"eps must hold {len(x)} radii >= 0, got shape {tuple(eps.shape)}")
+        token = _BUDGETS.set(eps.to(x.device, torch.float32))
+        try:
+            return self(model, x, y)
+        finally:
+            _BUDGETS.reset(token)
+
+    def within_budget(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        budgets = _BUDGETS.get()
+        if budgets is None:
+            return super().within_budget(x, x_adv)
+        delta = get_norm(self.norm).project(x_adv - x, budgets)
+        return (x + delta).clamp(0.0, 1.0)
+
+    def _radii(self) -> float | torch.Tensor:
+        """This call's radius: ``eps``, or the per-example radii of ``with_budgets``."""
+        budgets = _BUDGETS.get()
+        return self.eps if budgets is None else budgets
+
+    def _start(self, context: AttackContext, x: torch.Tensor) -> torch.Tensor:
+        eps = self._radii()
+        if not self.random_start or (isinstance(eps, float) and eps == 0):
+            return x.clone()
+        norm = get_norm(self.norm)
+        if isinstance(eps, torch.Tensor):  # balls scale linearly: a unit-ball point times eps
+            delta = norm.random_start(x.shape, 1.0, context.generator, x.device)
+            delta = delta * per_example(eps, delta)
         else:
-            x_adv = x.clone()
+            delta = norm.random_start(x.shape, eps, context.generator, x.device)
+        return (x + delta).clamp(0.0, 1.0)
+
+    def _ascend(
+        self,
+        context: AttackContext,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        x_adv: torch.Tensor,
+    ) -> torch.Tensor:
+        """``steps`` projected steps up ``objective(logits, active_index)`` from ``x_adv``;
+        fooled examples freeze with ``early_stop``. Records per-step success when traced."""
+        norm = get_norm(self.norm)
+        trace = _TRACE_SINK.get()
+        fooled_by_step: list[int] = []
+        radii = self._radii()
+        step_size: float | torch.Tensor = self.step_size
+        if isinstance(radii, torch.Tensor):
+            step_size = per_example(radii * (self.step_size / self.eps), x)
         active = torch.arange(len(x), device=x.device)
         for _ in range(self.steps):
             if len(active) == 0:
@@ -115,8 +178,11 @@ class PGD(Attack):
             y_active = y[active]
             t_active = None if target is None else target[active]
             logits = context.logits(x_active)
-            grad = context.input_gradient(loss_fn(logits, y_active, t_active), x_active)
+            grad = context.input_gradient(objective(logits, active), x_active)
             with torch.no_grad():
+                if trace is not None:
+                    frozen = len(x) - len(active)
+                    fooled_by_step.append(frozen + int(fooled(logits, y_active, t_active).sum()))
                 if self.early_stop:
                     done = fooled(logits, y_active, t_active)
                     if self.precision != "fp32" and bool(done.any()):
@@ -129,10 +195,53 @@ class PGD(Attack):
                     active, x_active, grad = active[keep], x_active[keep], grad[keep]
                     if len(active) == 0:
                         break
-                stepped = x_active + self.step_size * norm.steepest(grad)
-                delta = norm.project(stepped - x[active], self.eps)
+                step: float | torch.Tensor = step_size
+                eps: float | torch.Tensor = radii
+                if isinstance(radii, torch.Tensor):
+                    step, eps = step_size[active], radii[active]  # type: ignore[index]
+                stepped = x_active + step * norm.steepest(grad)
+                delta = norm.project(stepped - x[active], eps)
                 x_adv[active] = (x[active] + delta).clamp(0.0, 1.0)
+        if trace is not None:
+            trace.append(_complete_trace(context, x_adv, y, target, fooled_by_step, self.steps))
         return x_adv
+
+
+def _complete_trace(
+    context: AttackContext,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None,
+    fooled_by_step: list[int],
+    steps: int,
+) -> torch.Tensor:
+    """Fooled counts after 0..steps steps; steps skipped because all were fooled repeat."""
+    with torch.no_grad():
+        final = int(fooled(context.logits(x_adv), y, target).sum())
+    counts = [*fooled_by_step, final]
+    counts += [final] * (steps + 1 - len(counts))
+    return torch.tensor(counts[: steps + 1])
+
+
+_TRACE_SINK: ContextVar[list[torch.Tensor] | None] = ContextVar("pgd_trace", default=None)
+_BUDGETS: ContextVar[torch.Tensor | None] = ContextVar("pgd_budgets", default=None)
+
+
+def trace_success(
+    attack: PGD, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``attack`` and also return how many examples were fooled after 0, 1, ..., steps
+    steps (the "attack statistics" of the thesis's Figure 5.2). Restarts are not traced: the
+    trace follows a single run."""
+    if attack.restarts != 1:
+        raise ValueError("trace_success follows one run: use restarts=1")
+    sink: list[torch.Tensor] = []
+    token = _TRACE_SINK.set(sink)
+    try:
+        x_adv = attack(model, x, y)
+    finally:
+        _TRACE_SINK.reset(token)
+    return x_adv, sink[-1]
 
 
 @register_attack
@@ -177,3 +286,44 @@ class ILCM(BIM):
         with torch.no_grad():
             least_likely = context.logits(x).argmin(dim=1)
         return super()._perturb(context, x, y, least_likely)
+
+
+@register_attack
+@dataclass(frozen=True, kw_only=True)
+class PGDKL(PGD):
+    """PGD ascending KL(f(x) ‖ f(x')): the inner maximisation of TRADES.
+
+    Paper: Zhang et al., "Theoretically Principled Trade-off between Robustness and
+    Accuracy", ICML 2019. It needs no labels: it pushes the prediction away from the clean
+    one. As in the authors' code it starts at x + 0.001·N(0, I) (``random_start=False``:
+    at x, where the KL gradient is zero) and uses the L∞ defaults ε=0.3, α=0.01, 40 steps.
+    """
+
+    alpha: float | None = 0.01
+    random_start: bool = True
+
+    name: ClassVar[str] = "pgd-kl"
+    untargeted_only: ClassVar[bool] = True
+
+    def _run(
+        self,
+        context: AttackContext,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            clean = F.softmax(context.logits(x), dim=1)
+
+        def divergence(logits: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+            log_adv = F.log_softmax(logits, dim=1)
+            return F.kl_div(log_adv, clean[active], reduction="none").sum(dim=1)
+
+        return self._ascend(context, x, y, None, divergence, self._start(context, x))
+
+    def _start(self, context: AttackContext, x: torch.Tensor) -> torch.Tensor:
+        if not self.random_start:
+            return x.clone()
+        noise = torch.randn(x.shape, generator=context.generator, device=x.device)
+        delta = get_norm(self.norm).project(0.001 * noise, self.eps)
+        return (x + delta).clamp(0.0, 1.0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 from robustlab.attacks.base import Attack
 from robustlab.data import load_split
 from robustlab.evaluate.gallery import save_example_grid
+from robustlab.evaluate.labels import attack_key
 from robustlab.evaluate.robust import RobustnessReport, robust_accuracy
 from robustlab.io import atomic_write_json
 from robustlab.modes import eval_mode
@@ -60,13 +60,7 @@ def attack_run(
 
 def attack_label(attack: Attack, count: int) -> str:
     """A file name that says what was run: attack, norm, budget, steps, images, seed."""
-    described = attack.describe()
-    parts = [str(described["attack"]), str(described["threat"])]
-    for key in ("eps", "steps", "restarts"):
-        if described.get(key) is not None:
-            parts.append(f"{key}{described[key]:g}")
-    parts += [f"n{count}", f"seed{described['seed']}"]
-    return re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(parts))
+    return f"{attack_key(attack)}-n{count}-seed{attack.seed}"
 
 
 def _save_examples(

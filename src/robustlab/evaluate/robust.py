@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from robustlab.attacks.base import Attack
+from robustlab.attacks.iterative import PGD, trace_success
 from robustlab.modes import eval_mode
 
 
@@ -28,6 +29,8 @@ class AttackResult:
     success_rate: float
     """Share of the clean-correct examples the attack fooled."""
     seconds: float
+    trace: list[float] | None = None
+    """With ``trace=True``, for PGD-family attacks: success rate after 0, 1, ..., steps steps."""
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,15 @@ def robust_accuracy(
     *,
     device: torch.device | None = None,
     batch_size: int = 256,
+    trace: bool = False,
 ) -> RobustnessReport:
-    """Evaluate ``attacks`` on ``data`` (a loader of (x, y) batches, or one (x, y) pair)."""
+    """Evaluate ``attacks`` on ``data`` (a loader of (x, y) batches, or one (x, y) pair).
+
+    With ``trace``, single-run PGD-family attacks also record their success after every step.
+    """
     named = _named(attacks)
+    traced = {name for name, attack in named.items() if trace and _traceable(attack)}
+    fooled_by_step: dict[str, torch.Tensor] = {}
     target_device = device or next(model.parameters()).device
     total = 0
     clean_correct = 0
@@ -74,7 +83,13 @@ def robust_accuracy(
             if len(index) == 0:
                 continue
             started = time.perf_counter()
-            x_adv = attack(model, x[index], y[index])
+            if name in traced:
+                assert isinstance(attack, PGD)
+                x_adv, counts = trace_success(attack, model, x[index], y[index])
+                earlier = fooled_by_step.get(name)
+                fooled_by_step[name] = counts if earlier is None else earlier + counts
+            else:
+                x_adv = attack(model, x[index], y[index])
             seconds[name] += time.perf_counter() - started
             with torch.no_grad(), eval_mode(model):
                 still = model(x_adv).argmax(dim=1) == y[index]
@@ -90,6 +105,7 @@ def robust_accuracy(
             robust_accuracy=survived[name] / total,
             success_rate=_rate(clean_correct - survived[name], clean_correct),
             seconds=round(seconds[name], 3),
+            trace=_trace_rates(fooled_by_step.get(name), clean_correct) if name in traced else None,
         )
         for name, attack in named.items()
     ]
@@ -104,6 +120,16 @@ def robust_accuracy(
 
 def _rate(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
+
+
+def _traceable(attack: Attack) -> bool:
+    return isinstance(attack, PGD) and attack.restarts == 1
+
+
+def _trace_rates(counts: torch.Tensor | None, clean_correct: int) -> list[float]:
+    if counts is None:  # every example was misclassified when clean: nothing was attacked
+        return []
+    return [round(_rate(int(count), clean_correct), 6) for count in counts]
 
 
 def _named(attacks: Mapping[str, Attack] | Sequence[Attack]) -> dict[str, Attack]:

@@ -1,4 +1,10 @@
-"""Run every trial of an experiment; re-running skips finished trials and resumes the rest."""
+"""Run every trial of an experiment; re-running skips finished trials and resumes the rest.
+
+Order: (1) every trial's shared phases, trained once per distinct prefix; (2) the calibration,
+if a setting trains at the "calibrated" ε; (3) each trial, started from its shared prefix;
+(4) ``summary.json`` and the report. Each step is on disk before the next starts, so an
+interrupted run picks up where it stopped.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robustlab.config import ExperimentConfig, load_experiment, to_yaml
+from robustlab.config import (
+    STAND_IN_EPS,
+    ExperimentConfig,
+    TrialConfig,
+    load_experiment,
+    to_yaml,
+)
 from robustlab.errors import ConfigError
+from robustlab.experiments.calibrating import calibrate_experiment
+from robustlab.experiments.shared import shared_prefix, shared_run, start_from_shared
 from robustlab.io import atomic_write_json, atomic_write_text
 from robustlab.provenance import provenance
 from robustlab.runs import RunDirectory
 from robustlab.train.trainer import TrainingReporter, train_trial
+
+EXPERIMENT_FILE = "experiment.yaml"
+SUMMARY_FILE = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -19,13 +36,55 @@ class ExperimentResult:
     directory: Path
     trials: list[dict[str, Any]]
     """Each trial's results.json content."""
+    report: Path | None = None
 
 
 def run_experiment(
-    config: ExperimentConfig, out_dir: str | Path, *, reporter: TrainingReporter | None = None
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    reporter: TrainingReporter | None = None,
+    write_report: bool = True,
 ) -> ExperimentResult:
-    directory = Path(out_dir) / config.name
-    saved = directory / "experiment.yaml"
+    out = Path(out_dir)
+    directory = out / config.name
+    _claim_directory(config, directory)
+
+    provisional = config.trials()
+    _check_calibration_leaves_shared_phases_alone(config)
+    for trial in provisional:
+        prefix = shared_prefix(trial)
+        if prefix is not None:
+            train_trial(prefix, shared_run(out, prefix).path, resume=True, reporter=reporter)
+
+    calibration = None
+    if config.calibration is not None:
+        calibration = calibrate_experiment(config.calibration, provisional, out, directory)
+    trials = config.trials(calibration["eps"] if calibration is not None else None)
+
+    results = []
+    for trial in trials:
+        run = RunDirectory(directory / trial.trial)
+        prefix = shared_prefix(trial)
+        if prefix is not None and not run.has_started:
+            start_from_shared(shared_run(out, prefix), trial, run)
+        train_trial(trial, run.path, resume=True, reporter=reporter)
+        results.append(run.read_results())
+    atomic_write_json(
+        directory / SUMMARY_FILE,
+        {"trials": results, "calibration": calibration, "provenance": provenance()},
+    )
+    report = None
+    if write_report:
+        from robustlab.experiments.report import write_experiment_report
+
+        report = write_experiment_report(directory)
+    return ExperimentResult(directory=directory, trials=results, report=report)
+
+
+def _claim_directory(config: ExperimentConfig, directory: Path) -> None:
+    """Refuse to mix two different experiments under one name; record the config."""
+    saved = directory / EXPERIMENT_FILE
     if saved.exists():
         previous = load_experiment(saved)
         if _identity(previous) != _identity(config):
@@ -34,13 +93,24 @@ def run_experiment(
                 f"({saved}); rename the experiment (name:) or choose another output directory"
             )
     atomic_write_text(saved, to_yaml(config))
-    results = []
-    for trial in config.trials():
-        run = RunDirectory(directory / trial.trial)
-        train_trial(trial, run.path, resume=True, reporter=reporter)
-        results.append(run.read_results())
-    atomic_write_json(directory / "summary.json", {"trials": results, "provenance": provenance()})
-    return ExperimentResult(directory=directory, trials=results)
+
+
+def _check_calibration_leaves_shared_phases_alone(config: ExperimentConfig) -> None:
+    """The shared phases are trained before calibration, so "calibrated" must not reach them."""
+    if not config.uses_calibration:
+        return
+    first = [_prefix_name(trial) for trial in config.trials(STAND_IN_EPS)]
+    second = [_prefix_name(trial) for trial in config.trials(2 * STAND_IN_EPS)]
+    if first != second:
+        raise ConfigError(
+            f"experiment {config.name!r}: a setting puts the calibrated ε into a shared phase; "
+            "calibration runs after the shared phases, so only later phases can use it"
+        )
+
+
+def _prefix_name(trial: TrialConfig) -> str | None:
+    prefix = shared_prefix(trial)
+    return None if prefix is None else prefix.trial
 
 
 def _identity(config: ExperimentConfig) -> dict[str, Any]:
@@ -48,4 +118,5 @@ def _identity(config: ExperimentConfig) -> dict[str, Any]:
     dumped = config.model_dump(mode="json")
     dumped["data"].pop("root", None)
     dumped.pop("device", None)
+    dumped.pop("report", None)
     return dumped

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from torch import nn
 
 from robustlab.models.convnet import convnet, thesis_deep, thesis_shallow
+from robustlab.models.madry import madry_mnist
 from robustlab.models.mlp import mlp
 from robustlab.models.preact_resnet import preact_resnet18
 from robustlab.models.wide_resnet import wide_resnet
@@ -40,6 +41,11 @@ MODELS.add(
     "convnet",
     convnet,
     description="thesis CNN family: depth valid 3×3 convs; width scales channels and FC",
+)
+MODELS.add(
+    "madry-mnist",
+    madry_mnist,
+    description="MNIST-challenge CNN (Madry et al. 2018): 2 conv 5×5, 2 pools, FC 1024",
 )
 MODELS.add(
     "mlp",

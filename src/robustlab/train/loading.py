@@ -9,6 +9,7 @@ from torch import nn
 
 from robustlab.config import TrialConfig
 from robustlab.data import DatasetInfo, dataset_info
+from robustlab.errors import CheckpointError
 from robustlab.models import build_model
 from robustlab.runs import RunDirectory
 from robustlab.train.checkpoint import load_training_state, load_weights
@@ -23,7 +24,11 @@ class TrainedModel:
     """Which file the weights came from (final weights, or the last epoch of an unfinished run)."""
 
 
-def load_trained_model(run: RunDirectory, device: torch.device) -> TrainedModel:
+def load_trained_model(
+    run: RunDirectory, device: torch.device, phase: str | None = None
+) -> TrainedModel:
+    """The run's final weights (or its last checkpoint, if unfinished); with ``phase``, the
+    weights at the end of that phase."""
     config = run.read_config()
     info = dataset_info(config.data.dataset)
     model = build_model(
@@ -34,7 +39,13 @@ def load_trained_model(run: RunDirectory, device: torch.device) -> TrainedModel:
         std=info.std,
         **config.model.options,
     )
-    if run.final_weights.exists():
+    if phase is not None:
+        names = [p.name for p in config.phases]
+        if phase not in names:
+            raise CheckpointError(f"run {run.path} has no phase {phase!r}; phases: {names}")
+        source = run.phase_weights(phase)
+        model.load_state_dict(load_weights(source))
+    elif run.final_weights.exists():
         model.load_state_dict(load_weights(run.final_weights))
         source = run.final_weights
     else:

@@ -2,9 +2,10 @@
 
 Reading order: ``train_trial`` (set-up and resume) -> ``_run_phase`` (one phase) ->
 ``_train_epoch`` (one pass over the shuffled training set) -> ``_end_epoch`` (evaluate, log,
-checkpoint). Determinism on CPU for a fixed seed comes from three seeded sources only: the
-global torch generator (initialisation, dropout), a dedicated shuffling generator, and the
-order of operations; all are saved in the checkpoint.
+checkpoint; at a phase's end the strong evaluation; an early stop when the
+catastrophic-overfitting check fires). Determinism on CPU for a fixed seed comes from three
+seeded sources only: the global torch generator (initialisation, dropout), a dedicated
+shuffling generator, and the order of operations; all are saved in the checkpoint.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from robustlab.train.checkpoint import (
     save_weights,
 )
 from robustlab.train.inputs import TrialData, choose_dataset, load_trial_data
-from robustlab.train.objectives import build_objective
+from robustlab.train.monitoring import (
+    build_attacks,
+    check_overfitting,
+    epoch_attack_metrics,
+    fixed_subset,
+    phase_end_record,
+)
+from robustlab.train.objectives import Objective, TrainingStep, build_objective
 from robustlab.train.schedules import build_optimizer, learning_rate, set_learning_rate
 
 
@@ -121,6 +129,8 @@ def train_trial(
     train_images = data.train.images.to(device)
     train_labels = data.train.labels.to(device)
     subset = _train_eval_subset(config, len(train_labels))
+    attacked = slice(0, config.evaluation.attack_images)
+    probe = fixed_subset(len(train_labels), _probe_size(config), config.seed + 2).to(device)
     reporter.run_started(config, data, position.global_epoch)
 
     context = _TrialContext(
@@ -135,12 +145,16 @@ def train_trial(
         shuffle_rng=shuffle_rng,
         reporter=reporter,
         train_seconds=train_seconds,
+        attack_images=data.test.images[attacked].to(device),
+        attack_labels=data.test.labels[attacked].to(device),
+        probe=probe,
     )
     for phase_index in range(position.phase_index, len(config.phases)):
         start = position.epochs_done if phase_index == position.phase_index else 0
         _run_phase(context, phase_index, start, saved_optimizer if start > 0 else None)
 
     final = _final_metrics(run)
+    phase_ends = _phase_end_summaries(run)
     results = {
         "experiment": config.experiment,
         "trial": config.trial,
@@ -151,6 +165,8 @@ def train_trial(
         "epochs": config.total_epochs,
         "train_seconds": round(context.train_seconds, 3),
         "final": final,
+        "phase_end": phase_ends,
+        "early_stops": [r for r in run.read_metrics() if r.get("event") == "early_stop"],
         "finished": now_iso(),
         "provenance": provenance(),
     }
@@ -172,6 +188,23 @@ class _TrialContext:
     shuffle_rng: torch.Generator
     reporter: TrainingReporter
     train_seconds: float
+    attack_images: torch.Tensor
+    """The first ``evaluation.attack_images`` test images: attacked after every epoch."""
+    attack_labels: torch.Tensor
+    probe: torch.Tensor
+    """Indices of the training images the catastrophic-overfitting check attacks."""
+
+
+@dataclass
+class _PhaseState:
+    """What one phase carries from epoch to epoch."""
+
+    index: int
+    config: PhaseConfig
+    optimizer: torch.optim.Optimizer
+    objective: Objective
+    epoch_attacks: dict[str, Any]
+    best_probe_pgd_acc: float | None
 
 
 def _run_phase(
@@ -181,70 +214,84 @@ def _run_phase(
     optimizer = build_optimizer(phase.optimizer, ctx.model.parameters())
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    objective = build_objective(phase.objective)
+    state = _PhaseState(
+        index=phase_index,
+        config=phase,
+        optimizer=optimizer,
+        objective=build_objective(phase.objective),
+        epoch_attacks=build_attacks(ctx.config.phase_attacks(phase)),
+        best_probe_pgd_acc=_best_probe_accuracy(ctx.run, phase_index),
+    )
     for epoch in range(start_epoch + 1, phase.epochs + 1):
         started = time.perf_counter()
-        train_loss, train_acc, lr = _train_epoch(ctx, phase, epoch, optimizer, objective)
+        train_loss, train_acc, lr = _train_epoch(ctx, state, epoch)
         seconds = time.perf_counter() - started
         ctx.train_seconds += seconds
-        _end_epoch(ctx, phase_index, epoch, optimizer, train_loss, train_acc, lr, seconds)
+        if _end_epoch(ctx, state, epoch, train_loss, train_acc, lr, seconds):
+            break
 
 
-def _train_epoch(
-    ctx: _TrialContext,
-    phase: PhaseConfig,
-    epoch: int,
-    optimizer: torch.optim.Optimizer,
-    objective: Any,
-) -> tuple[float, float, float]:
+def _global_epoch(config: TrialConfig, phase_index: int, epoch: int) -> int:
+    return sum(p.epochs for p in config.phases[:phase_index]) + epoch
+
+
+def _train_epoch(ctx: _TrialContext, state: _PhaseState, epoch: int) -> tuple[float, float, float]:
+    phase, optimizer, objective = state.config, state.optimizer, state.objective
     count = len(ctx.train_labels)
     order = torch.randperm(count, generator=ctx.shuffle_rng).to(ctx.device)
     batches = math.ceil(count / phase.batch_size)
+    global_epoch = _global_epoch(ctx.config, state.index, epoch)
     ctx.reporter.epoch_started(phase, epoch, batches)
     ctx.model.train()
+    objective.start_epoch()
     loss_sum = torch.zeros((), device=ctx.device)
     correct = torch.zeros((), device=ctx.device, dtype=torch.long)
     lr = phase.optimizer.lr
     for batch in range(batches):
         index = order[batch * phase.batch_size : (batch + 1) * phase.batch_size]
         x, y = ctx.train_images[index], ctx.train_labels[index]
-        lr = learning_rate(
-            phase.schedule, phase.optimizer.lr, epoch - 1 + batch / batches, phase.epochs
-        )
+        position = epoch - 1 + batch / batches
+        lr = learning_rate(phase.schedule, phase.optimizer.lr, position, phase.epochs)
         set_learning_rate(optimizer, lr)
-        with autocast(ctx.device, phase.precision):
-            output = objective(ctx.model, x, y)
-        loss_value = output.loss.item()
-        if not math.isfinite(loss_value):
-            _diverged(ctx, phase, epoch, batch, loss_value)
-        optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        if phase.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(ctx.model.parameters(), phase.max_grad_norm)
-        optimizer.step()
-        loss_sum += output.loss.detach() * len(y)
-        correct += (output.logits.detach().argmax(dim=1) == y).sum()
+        # Unique per batch and the same on resume: seeds the training attack's random start.
+        step = TrainingStep(epoch=position, index=(global_epoch << 20) + batch)
+        for _ in range(objective.replays):
+            with autocast(ctx.device, phase.precision):
+                output = objective(ctx.model, x, y, step)
+            loss_value = output.loss.item()
+            if not math.isfinite(loss_value):
+                _diverged(ctx, phase, epoch, batch, loss_value)
+            optimizer.zero_grad(set_to_none=True)
+            output.loss.backward()  # type: ignore[no-untyped-call]
+            objective.after_backward()
+            if phase.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(ctx.model.parameters(), phase.max_grad_norm)
+            optimizer.step()
+            loss_sum += output.loss.detach() * len(y)
+            correct += (output.logits.detach().argmax(dim=1) == y).sum()
         ctx.reporter.batch_done(loss_value)
-    return loss_sum.item() / count, correct.item() / count, lr
+    seen = count * objective.replays
+    return loss_sum.item() / seen, correct.item() / seen, lr
 
 
 def _end_epoch(
     ctx: _TrialContext,
-    phase_index: int,
+    state: _PhaseState,
     epoch: int,
-    optimizer: torch.optim.Optimizer,
     train_loss: float,
     train_acc: float,
     lr: float,
     train_seconds: float,
-) -> None:
-    phase = ctx.config.phases[phase_index]
+) -> bool:
+    """Evaluate, log and checkpoint one epoch; True when the phase stops early."""
+    phase, phase_index = state.config, state.index
     started = time.perf_counter()
-    batch_size = ctx.config.evaluation.batch_size
+    evaluation = ctx.config.evaluation
+    batch_size = evaluation.batch_size
     test = evaluate_accuracy(
         ctx.model, ctx.data.test.images, ctx.data.test.labels, batch_size=batch_size
     )
-    global_epoch = sum(p.epochs for p in ctx.config.phases[:phase_index]) + epoch
+    global_epoch = _global_epoch(ctx.config, phase_index, epoch)
     record: dict[str, Any] = {
         "event": "epoch",
         "phase": phase.name,
@@ -266,21 +313,50 @@ def _end_epoch(
         )
         record["train_eval_acc"] = scored.accuracy
         record["train_eval_loss"] = scored.loss
+    record["attacks"] = epoch_attack_metrics(
+        ctx.model,
+        state.epoch_attacks,
+        ctx.attack_images,
+        ctx.attack_labels,
+        batch_size=evaluation.attack_batch_size,
+        device=ctx.device,
+    )
+    stop = False
+    check = getattr(phase.objective, "overfitting_check", None)
+    if check is not None:
+        probe = check_overfitting(
+            ctx.model,
+            state.objective,
+            check,
+            ctx.train_images[ctx.probe[: check.images]],
+            ctx.train_labels[ctx.probe[: check.images]],
+            state.best_probe_pgd_acc,
+            batch_size=evaluation.attack_batch_size,
+            device=ctx.device,
+        )
+        record["overfitting"] = probe
+        best = state.best_probe_pgd_acc
+        state.best_probe_pgd_acc = max(best or 0.0, probe["pgd_acc"])
+        stop = bool(probe["flagged"]) and check.action == "stop"
     record["train_seconds"] = round(train_seconds, 3)
     record["eval_seconds"] = round(time.perf_counter() - started, 3)
     record["time"] = now_iso()
 
-    # Metrics first, then the checkpoint: a kill in between leaves a record past the
+    # Metrics first, then the checkpoint: a kill in between leaves records past the
     # checkpoint, which resume drops and recomputes.
     ctx.run.append_metrics(record)
-    last_of_phase = epoch == phase.epochs
+    if stop:
+        _stop_phase_early(ctx, state, epoch, global_epoch, record["overfitting"])
+    last_of_phase = stop or epoch == phase.epochs
+    if last_of_phase:
+        _evaluate_phase_end(ctx, state, epoch, global_epoch)
     save_training_state(
         ctx.run.last_checkpoint,
         TrainingState(
             model=ctx.model.state_dict(),
-            optimizer=optimizer.state_dict(),
+            optimizer=state.optimizer.state_dict(),
             phase_index=phase_index,
-            epoch_in_phase=epoch,
+            epoch_in_phase=phase.epochs if stop else epoch,
             global_epoch=global_epoch,
             torch_rng=torch.get_rng_state(),
             shuffle_rng=ctx.shuffle_rng.get_state(),
@@ -291,6 +367,73 @@ def _end_epoch(
     if last_of_phase:
         save_weights(ctx.run.phase_weights(phase.name), ctx.model.state_dict())
     ctx.reporter.epoch_done(record)
+    return stop
+
+
+def _stop_phase_early(
+    ctx: _TrialContext, state: _PhaseState, epoch: int, global_epoch: int, check: dict[str, Any]
+) -> None:
+    """Catastrophic overfitting: go back to the weights before this epoch and end the phase
+    (Wong et al. 2020 stop early the same way)."""
+    restored = "none (no earlier checkpoint)"
+    if ctx.run.last_checkpoint.exists():
+        ctx.model.load_state_dict(load_training_state(ctx.run.last_checkpoint).model)
+        restored = f"weights after global epoch {global_epoch - 1}"
+    ctx.run.append_metrics(
+        {
+            "event": "early_stop",
+            "phase": state.config.name,
+            "phase_index": state.index,
+            "epoch": epoch,
+            "global_epoch": global_epoch,
+            "reason": "catastrophic overfitting: accuracy under PGD-"
+            f"{check['pgd_steps']} fell to {check['pgd_acc']:.2%} while the training attack's "
+            f"stayed at {check['train_attack_acc']:.2%}",
+            "restored": restored,
+        }
+    )
+
+
+def _evaluate_phase_end(
+    ctx: _TrialContext, state: _PhaseState, epoch: int, global_epoch: int
+) -> None:
+    attacks = build_attacks(ctx.config.phase_end_attacks(state.config))
+    if not attacks:
+        return
+    record = phase_end_record(
+        ctx.model,
+        attacks,
+        ctx.attack_images,
+        ctx.attack_labels,
+        phase=state.config.name,
+        phase_index=state.index,
+        epoch=epoch,
+        global_epoch=global_epoch,
+        batch_size=ctx.config.evaluation.attack_batch_size,
+        device=ctx.device,
+    )
+    ctx.run.append_metrics(record)
+
+
+def _best_probe_accuracy(run: RunDirectory, phase_index: int) -> float | None:
+    """Best PGD accuracy of the overfitting probe so far in this phase (for resumed runs)."""
+    values = [
+        record["overfitting"]["pgd_acc"]
+        for record in run.read_metrics()
+        if record.get("event") == "epoch"
+        and record.get("phase_index") == phase_index
+        and "overfitting" in record
+    ]
+    return max(values) if values else None
+
+
+def _probe_size(config: TrialConfig) -> int:
+    sizes = [
+        check.images
+        for phase in config.phases
+        if (check := getattr(phase.objective, "overfitting_check", None)) is not None
+    ]
+    return max(sizes, default=0)
 
 
 def _diverged(ctx: _TrialContext, phase: PhaseConfig, epoch: int, batch: int, loss: float) -> None:
@@ -368,6 +511,21 @@ def _differences(saved: Any, requested: Any, prefix: str = "") -> list[str]:
     if saved != requested:
         return [f"{prefix.rstrip('.')} (saved {saved!r}, requested {requested!r})"]
     return []
+
+
+def _phase_end_summaries(run: RunDirectory) -> dict[str, Any]:
+    """Each phase's strong evaluation without the per-step traces (those stay in metrics)."""
+    summaries = {}
+    for record in run.read_metrics():
+        if record.get("event") == "phase_end":
+            attacks = {
+                name: {key: value for key, value in result.items() if key != "trace"}
+                for name, result in record["attacks"].items()
+            }
+            summaries[record["phase"]] = {
+                key: record[key] for key in ("images", "clean_acc", "worst_case_acc")
+            } | {"attacks": attacks}
+    return summaries
 
 
 def _final_metrics(run: RunDirectory) -> dict[str, Any]:

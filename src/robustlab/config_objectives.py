@@ -1,0 +1,196 @@
+"""Schemas for attacks named in configs and for the training objectives that use them.
+
+An attack in YAML is its registry name plus its parameters, ``{name: pgd, eps: 8/255,
+steps: 10}``; it is validated by building it, so a misspelt parameter or a bad value fails at
+load time naming the field. Budgets may be written as fractions ("8/255"), as DESIGN.md asks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import Self
+
+from robustlab.config_base import Budget, StrictModel, fraction
+from robustlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from robustlab.attacks.base import Attack
+
+
+class AttackConfig(BaseModel):
+    """A registered attack and its parameters: ``{name: pgd, eps: 0.3, steps: 40}``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(description="attack registry name (see docs/attacks.md)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand_and_fractions(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}
+        if isinstance(data, dict):
+            return {key: value if key == "name" else fraction(value) for key, value in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _buildable(self) -> AttackConfig:
+        try:
+            self.build()
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The attack's parameters (every key but ``name``)."""
+        return dict(self.model_extra or {})
+
+    def build(self, **overrides: Any) -> Attack:
+        from robustlab.attacks.registry import build_attack  # attacks import no config
+
+        return build_attack(self.name, **{**self.params, **overrides})
+
+
+def pgd_config(**params: Any) -> AttackConfig:
+    return AttackConfig.model_validate({"name": "pgd", **params})
+
+
+class OverfittingCheckConfig(StrictModel):
+    """Catastrophic-overfitting check (Wong et al. 2020) at the end of every epoch.
+
+    A fixed probe of training images is attacked with the phase's training attack and with a
+    multi-step PGD at the same ε. Single-step training that overfits catastrophically keeps
+    its own attack at bay while PGD accuracy collapses, so the check flags a large gap
+    between the two, or a large drop of PGD accuracy below its best epoch so far.
+    """
+
+    images: Annotated[int, Field(ge=1)] = 512
+    pgd_steps: Annotated[int, Field(ge=2)] = 10
+    max_gap: Annotated[float, Field(gt=0, le=1)] = 0.3
+    """Flag when accuracy under the training attack exceeds PGD accuracy by more than this."""
+    max_drop: Annotated[float, Field(gt=0, le=1)] = 0.2
+    """Flag when PGD accuracy falls more than this below its best epoch in the phase."""
+    action: Literal["stop", "warn"] = "stop"
+    """stop: restore the weights of the epoch before and end the phase; warn: record only."""
+
+
+class StandardObjectiveConfig(StrictModel):
+    """Plain cross-entropy on clean inputs."""
+
+    type: Literal["standard"] = "standard"
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+class AdversarialObjectiveConfig(StrictModel):
+    """Adversarial training on the attack's examples (Madry et al. 2018 with PGD).
+
+    ``clean_weight`` w mixes in clean examples as Goodfellow et al. 2015 did:
+    loss = w·CE(x) + (1 − w)·CE(x_adv). ``eps_warmup_epochs`` ramps ε (and the step size with
+    it) linearly from 0 over that many epochs of the phase, which small MNIST networks need at
+    ε = 0.3.
+    """
+
+    type: Literal["adversarial"] = "adversarial"
+    attack: AttackConfig = Field(
+        default_factory=lambda: pgd_config(eps=0.3, alpha=0.01, steps=40),
+        description="any registered attack",
+    )
+    clean_weight: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    eps_warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    overfitting_check: OverfittingCheckConfig | None = None
+
+
+class FGSMRSObjectiveConfig(StrictModel):
+    """Fast adversarial training (Wong et al. 2020): FGSM from a uniform random start.
+
+    The training attack is one PGD step from a random point in the ball with step
+    ``alpha`` (default 1.25·eps, the paper's choice), projected back onto the ball. The
+    catastrophic-overfitting check is on by default, as the paper recommends.
+    """
+
+    type: Literal["fgsm_rs"] = "fgsm_rs"
+    eps: Budget = 0.3
+    alpha: Budget | None = None
+    norm: Literal["linf", "l2"] = "linf"
+    clean_weight: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    eps_warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    overfitting_check: OverfittingCheckConfig | None = Field(default_factory=OverfittingCheckConfig)
+
+    @model_validator(mode="after")
+    def _attack_builds(self) -> Self:
+        self.attack  # noqa: B018 (AttackConfig validates by building)
+        return self
+
+    @property
+    def attack(self) -> AttackConfig:
+        alpha = 1.25 * self.eps if self.alpha is None else self.alpha
+        return pgd_config(eps=self.eps, alpha=alpha, steps=1, norm=self.norm, random_start=True)
+
+
+class FreeObjectiveConfig(StrictModel):
+    """Free adversarial training (Shafahi et al. 2019): each minibatch is replayed ``replays``
+    times; one backward pass gives both the parameter update and the perturbation's next
+    signed-gradient step of size ``step`` (default eps), which carries over to the next
+    minibatch. Its update is part of the algorithm, so it takes no attack from the registry.
+    The perturbation starts at zero every epoch, so a resumed run matches an uninterrupted one.
+    """
+
+    type: Literal["free"] = "free"
+    eps: Budget = 0.3
+    step: Budget | None = None
+    replays: Annotated[int, Field(ge=1, le=64)] = 4
+    norm: Literal["linf", "l2"] = "linf"
+    eps_warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    overfitting_check: OverfittingCheckConfig | None = None
+
+    @model_validator(mode="after")
+    def _attack_builds(self) -> Self:
+        self.attack  # noqa: B018 (AttackConfig validates by building)
+        return self
+
+    @property
+    def attack(self) -> AttackConfig:
+        """The single-step attack the check and the default evaluations compare against."""
+        step = self.eps if self.step is None else self.step
+        return pgd_config(eps=self.eps, alpha=step, steps=1, norm=self.norm, random_start=True)
+
+
+class TradesObjectiveConfig(StrictModel):
+    """TRADES (Zhang et al. 2019): CE(x) + β·KL(f(x) ‖ f(x_adv)).
+
+    The default attack is TRADES's own inner maximisation (``pgd-kl``: PGD ascending the KL
+    divergence from the clean prediction); any registered attack may replace it.
+    """
+
+    type: Literal["trades"] = "trades"
+    beta: Annotated[float, Field(gt=0)] = 6.0
+    attack: AttackConfig = Field(
+        default_factory=lambda: AttackConfig.model_validate(
+            {"name": "pgd-kl", "eps": 0.3, "alpha": 0.01, "steps": 40}
+        )
+    )
+    eps_warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    overfitting_check: OverfittingCheckConfig | None = None
+
+
+ObjectiveConfig = Annotated[
+    StandardObjectiveConfig
+    | AdversarialObjectiveConfig
+    | FGSMRSObjectiveConfig
+    | FreeObjectiveConfig
+    | TradesObjectiveConfig,
+    Field(discriminator="type"),
+]
+
+AdversarialObjectiveConfigs = (
+    AdversarialObjectiveConfig | FGSMRSObjectiveConfig | FreeObjectiveConfig | TradesObjectiveConfig
+)
+
+
+def training_attack(objective: Any) -> AttackConfig | None:
+    """The attack an objective trains against (None for standard training)."""
+    attack: AttackConfig | None = getattr(objective, "attack", None)
+    return attack
