@@ -1,0 +1,319 @@
+"""Experiments end to end: an interrupted experiment resumes to the same result, the report is
+written in every format and renders in a real browser, and calibration finds the ε it
+should."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from matplotlib.image import imread
+from torch import nn
+
+from robustlab.attacks import PGD
+from robustlab.attacks.iterative import trace_success
+from robustlab.config import ExperimentConfig, parse_config, to_yaml
+from robustlab.errors import ConfigError
+from robustlab.evaluate.calibration import calibrate, minimal_budgets
+from robustlab.experiments import run_experiment
+from robustlab.experiments.report import write_experiment_report
+from robustlab.runs import RunDirectory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+SMALL_EXPERIMENT = """
+name: small
+data: {dataset: synthetic}
+models:
+  - {name: convnet, options: {depth: 2, width: 0.25}, label: shallow}
+  - {name: convnet, options: {depth: 3, width: 0.25}, label: deep}
+seeds: [0, 1]
+device: cpu
+phases:
+  - name: clean
+    epochs: 2
+    batch_size: 64
+    shared: true
+    evaluation: {attacks: [{name: pgd, eps: 0.1, steps: 5}]}
+  - name: adversarial
+    epochs: 2
+    batch_size: 64
+    objective: {type: adversarial, attack: {name: pgd, eps: 0.1, steps: 3}}
+evaluation:
+  train_subset: 200
+  attack_images: 100
+  attacks: [{name: pgd, eps: 0.1, steps: 5}]
+  phase_end_attacks: [{name: pgd, eps: 0.1, steps: 10}, {name: fgsm, eps: 0.1}]
+calibration:
+  after_phase: clean
+  images: 100
+  iterations: 4
+  attack: {name: pgd, eps: 1.0, steps: 10, early_stop: true}
+settings:
+  - name: calibrated
+    overrides:
+      phases.1.objective.attack.eps: calibrated
+      evaluation.attacks.0.eps: calibrated
+      evaluation.phase_end_attacks.0.eps: calibrated
+      evaluation.phase_end_attacks.1.eps: calibrated
+report:
+  hypothesis: {shallow: shallow, deep: deep}
+  reference: thesis-table-5-1
+"""
+
+
+def small_experiment() -> dict:
+    """Two models, two seeds, a shared standard phase, PGD training at the calibrated ε."""
+    raw: dict = yaml.safe_load(SMALL_EXPERIMENT)
+    return raw
+
+
+def experiment(raw: dict) -> ExperimentConfig:
+    config: ExperimentConfig = parse_config(ExperimentConfig, raw, source="test")
+    return config
+
+
+def strip_times(records: list[dict]) -> list[dict]:
+    def clean(value):  # type: ignore[no-untyped-def]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if "seconds" not in k and k != "time"}
+        return value
+
+    return [clean(record) for record in records]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("finished")
+    run_experiment(experiment(small_experiment()), out)
+    return out / "small"
+
+
+def test_experiment_runs_every_trial_with_the_calibrated_eps(finished: Path) -> None:
+    summary = json.loads((finished / "summary.json").read_text())
+    names = [trial["trial"] for trial in summary["trials"]]
+    assert names == [
+        "shallow-calibrated-s0",
+        "shallow-calibrated-s1",
+        "deep-calibrated-s0",
+        "deep-calibrated-s1",
+    ]
+    eps = summary["calibration"]["eps"]
+    assert 0 < eps < 0.5
+    config = RunDirectory(finished / names[0]).read_config()
+    assert config.phases[1].objective.attack.params["eps"] == eps  # type: ignore[union-attr]
+    assert config.evaluation.phase_end_attacks[0].params["eps"] == eps
+    # Calibration used the standard-trained models: its success at ε* is the target.
+    curve = summary["calibration"]["curve"]
+    below = [rate for value, rate in curve if value < eps]
+    assert all(rate < 0.56 for rate in below)
+
+
+def test_interrupted_experiment_resumes_to_the_same_result(tmp_path: Path, finished: Path) -> None:
+    config_file = tmp_path / "small.yaml"
+    config_file.write_text(to_yaml(experiment(small_experiment())))
+    env = {**os.environ, "COLUMNS": "300", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "robustlab", "run", str(config_file), "--out", "runs"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    first_trial = RunDirectory(tmp_path / "runs" / "small" / "shallow-calibrated-s0")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        epochs = [r for r in first_trial.read_metrics() if r.get("event") == "epoch"]
+        if len(epochs) >= 3:  # inside the adversarial phase of the first trial
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "runs" / "small" / "summary.json").exists()
+
+    subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
+    for name in ("shallow-calibrated-s0", "deep-calibrated-s1"):
+        resumed = RunDirectory(tmp_path / "runs" / "small" / name)
+        reference = RunDirectory(finished / name)
+        assert strip_times(resumed.read_metrics()) == strip_times(reference.read_metrics())
+        assert resumed.read_results()["final"] == reference.read_results()["final"]
+
+
+def test_report_has_every_format(finished: Path) -> None:
+    folder = finished / "report"
+    markdown = (folder / "report.md").read_text()
+    assert "Table 5.1 shape [calibrated]" in markdown and "Hypothesis 1" in markdown
+    assert "Thesis Table 5.1" in markdown and "88.5% under AutoAttack" in markdown
+    # Every model row carries mean ± std over its two seeds.
+    assert re.search(r"\| shallow \| 2 \| [\d.]+ ± [\d.]+ \|", markdown)
+    rows = list(csv.DictReader((folder / "report.csv").read_text().splitlines()))
+    numeric = [row for row in rows if row["mean"]]
+    assert numeric and all(math.isfinite(float(row["mean"])) for row in numeric)
+    assert any(row["std"] for row in numeric)
+    figures = sorted(path.name for path in (folder / "figures").iterdir())
+    assert figures == [
+        "attack-calibrated.png",
+        "calibration.png",
+        "combined-calibrated.png",
+        "training-calibrated.png",
+    ]
+    for name in figures:
+        image = imread(folder / "figures" / name)
+        assert image.shape[0] > 100 and image.std() > 0.01  # a real picture, not blank
+    page = (folder / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(figures)
+    assert "http" not in page.replace("https://", "").split("<body>")[0]  # no remote assets
+
+
+def browser() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.mark.skipif(
+    browser() is None, reason="no headless Chromium (Debian: apt-get install chromium)"
+)
+def test_report_page_renders_in_headless_chromium(finished: Path, tmp_path: Path) -> None:
+    page = finished / "report" / "report.html"
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+    ]  # fmt: skip
+    dumped = subprocess.run(
+        [str(browser()), *flags, "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    body = re.search(r"<body[^>]*>", dumped.stdout)
+    assert body, dumped.stderr[-2000:]
+    images = re.search(r'data-images="(\d+)"', body.group(0))
+    loaded = re.search(r'data-images-loaded="(\d+)"', body.group(0))
+    assert images and loaded, body.group(0)
+    assert int(images.group(1)) == 4 and int(loaded.group(1)) == 4
+    shot = tmp_path / "page.png"
+    subprocess.run(
+        [str(browser()), *flags, f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
+    assert imread(shot).std() > 0.01
+
+
+def test_report_can_be_rebuilt_and_names_unfinished_trials(finished: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "small"
+    shutil.copytree(finished, copy)
+    shutil.rmtree(copy / "deep-calibrated-s1")
+    (copy / "summary.json").unlink()
+    write_experiment_report(copy)
+    markdown = (copy / "report" / "report.md").read_text()
+    assert "Not finished (left out): deep-calibrated-s1" in markdown
+    assert "| deep | 1 |" in markdown
+
+
+def test_same_name_different_config_is_refused(finished: Path) -> None:
+    raw = small_experiment()
+    raw["phases"][1]["epochs"] = 3
+    with pytest.raises(ConfigError, match="different config"):
+        run_experiment(experiment(raw), finished.parent)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"settings": [{"name": "x", "overrides": {"phases.5.epochs": 2}}]}, "has no item '5'"),
+        ({"settings": [{"name": "x", "overrides": {"phases.1.epoch": 2}}]}, "has no field 'epoch'"),
+        ({"settings": [{"name": "x", "overrides": {"seeds": [3]}}]}, "only fields under"),
+        (
+            {"settings": [{"name": "x", "overrides": {"phases.1.objective.attack.epz": 1}}]},
+            "no parameter 'epz'",
+        ),
+        ({"calibration": {"after_phase": "adversarial"}}, "must name a shared phase"),
+        ({"calibration": None}, "has no calibration section"),
+    ],
+)
+def test_settings_and_calibration_errors_name_the_field(change: dict, message: str) -> None:
+    raw = {**small_experiment(), **change}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        experiment(raw)
+
+
+def test_calibrated_eps_may_not_reach_a_shared_phase(tmp_path: Path) -> None:
+    raw = small_experiment()
+    raw["settings"][0]["overrides"]["phases.0.evaluation.attacks.0.eps"] = "calibrated"
+    with pytest.raises(ConfigError, match="calibrated ε into a shared phase"):
+        run_experiment(experiment(raw), tmp_path)
+
+
+class Linear(nn.Module):
+    """Two-class linear model: the smallest L∞ perturbation that flips example x is
+    |margin(x)| / ‖w₁ − w₀‖₁, known in closed form."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.T
+
+
+def test_bisection_finds_the_closed_form_minimal_eps() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(2, 16)
+    model = Linear(weight)
+    x = 0.4 + 0.2 * torch.rand(200, 1, 4, 4)  # inside the box by more than any ε found
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+        margin = (model(x)[:, 0] - model(x)[:, 1]).abs()
+    exact = margin / (weight[1] - weight[0]).abs().sum()
+    keep = exact < 0.1
+    x, y, exact = x[keep], y[keep], exact[keep]
+    attack = PGD(eps=1.0, steps=50, alpha=None, random_start=False)
+    found = minimal_budgets(model, x, y, attack, high=0.2, iterations=9)
+    resolution = 0.2 / 2**9
+    assert (found >= exact - 1e-4).all()  # no attack beats the optimum
+    assert (found <= exact + 2 * resolution + 1e-4).all()  # and PGD finds it
+    calibration = calibrate([model], x, y, attack, target_success=0.5, high=0.2, iterations=9)
+    assert calibration.success_at(calibration.eps) >= 0.5
+    assert calibration.success_at(calibration.eps - 2 * resolution) < 0.5
+    assert abs(calibration.eps - exact.median().item()) < 3 * resolution
+
+
+def test_per_example_budgets_are_respected() -> None:
+    torch.manual_seed(1)
+    model = Linear(torch.randn(2, 16))
+    x = torch.rand(32, 1, 4, 4)
+    y = torch.randint(0, 2, (32,))
+    eps = torch.linspace(0.0, 0.3, 32)
+    x_adv = PGD(eps=1.0, steps=5).with_budgets(model, x, y, eps)
+    size = (x_adv - x).flatten(1).abs().amax(dim=1)
+    assert (size <= eps + 1e-6).all() and size[-1] > 0.1
+    assert ((x_adv >= 0) & (x_adv <= 1)).all()
+
+
+def test_trace_counts_fooled_examples_after_every_step() -> None:
+    torch.manual_seed(2)
+    model = Linear(torch.randn(2, 16))
+    x = torch.rand(64, 1, 4, 4)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    attack = PGD(eps=0.05, steps=10, early_stop=True)
+    x_adv, counts = trace_success(attack, model, x, y)
+    assert counts.shape == (11,)
+    assert (counts[1:] >= counts[:-1]).all()  # early stop: fooled examples stay fooled
+    with torch.no_grad():
+        assert counts[-1] == (model(x_adv).argmax(dim=1) != y).sum()
