@@ -125,7 +125,8 @@ def test_experiment_runs_every_trial_with_the_calibrated_eps(finished: Path) -> 
 def test_interrupted_experiment_resumes_to_the_same_result(tmp_path: Path, finished: Path) -> None:
     config_file = tmp_path / "small.yaml"
     config_file.write_text(to_yaml(experiment(small_experiment())))
-    env = {**os.environ, "COLUMNS": "300", "OMP_NUM_THREADS": "1"}
+    # The reference ran in this process: same thread count, same floating-point reductions.
+    env = {**os.environ, "COLUMNS": "300", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     command = [sys.executable, "-m", "robustlab", "run", str(config_file), "--out", "runs"]
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -20,7 +20,15 @@ from robustlab.models import (
 )
 from robustlab.registry import UnknownNameError
 
-NAMES = ["convnet", "mlp", "preact-resnet18", "thesis-deep", "thesis-shallow", "wide-resnet"]
+NAMES = [
+    "convnet",
+    "madry-mnist",
+    "mlp",
+    "preact-resnet18",
+    "thesis-deep",
+    "thesis-shallow",
+    "wide-resnet",
+]
 SMALL_OPTIONS: dict[str, dict[str, Any]] = {
     "preact-resnet18": {"width": 4},
     "wide-resnet": {"depth": 10, "widen": 1},
@@ -81,6 +89,15 @@ def test_thesis_deep_parameter_count_by_hand() -> None:
     hidden = 64 * 11 * 11 * 128 + 128  # 28 → 26 → 24 → 22 → pool 11
     out = 128 * 10 + 10
     assert count_parameters(build("thesis-deep")) == convs + hidden + out == 1_048_394
+
+
+def test_madry_mnist_is_the_mnist_challenge_network() -> None:
+    """5×5 'same' convs 32 and 64, two 2×2 pools (28 → 14 → 7), FC 1024, FC 10."""
+    model = build("madry-mnist")
+    convs = (1 * 25 * 32 + 32) + (32 * 25 * 64 + 64)
+    hidden = 7 * 7 * 64 * 1024 + 1024
+    assert count_parameters(model) == convs + hidden + 1024 * 10 + 10 == 3_274_634
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_dropout_option_removes_dropout_but_keeps_the_weights() -> None:

@@ -25,6 +25,12 @@ class AttackConfig(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     name: str = Field(description="attack registry name (see docs/attacks.md)")
+    images: int | None = Field(
+        default=None,
+        ge=1,
+        description="in evaluations: attack only the first N of the evaluated images (for "
+        "costly attacks); not an attack parameter",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -45,7 +51,7 @@ class AttackConfig(BaseModel):
 
     @property
     def params(self) -> dict[str, Any]:
-        """The attack's parameters (every key but ``name``)."""
+        """The attack's parameters (every key but ``name`` and ``images``)."""
         return dict(self.model_extra or {})
 
     def build(self, **overrides: Any) -> Attack:

@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from robustlab.attacks.base import Attack, AttackContext, fooled
+from robustlab.attacks.base import Attack, AttackContext
 from robustlab.attacks.losses import LOSSES, dlr
 from robustlab.attacks.norms import Norm, get_norm
 from robustlab.attacks.registry import register_attack
@@ -145,7 +145,7 @@ class APGD(Attack):
         norm = get_norm(self.norm)
         start = (x + norm.random_start(x.shape, self.eps, context.generator, x.device)).clamp(0, 1)
         logits, loss, grad = self._evaluate(context, start, y, target, with_grad=self.steps > 0)
-        won = fooled(logits, y, success_target)
+        won = context.success(logits, start, y, success_target)
         state = _RunState(
             current=start,
             previous=start.clone(),
@@ -222,7 +222,7 @@ class APGD(Attack):
             state.best_loss[rows] = loss[improved]
             state.best_grad[rows] = grad[improved]
             s = None if success_target is None else success_target[active]
-            won = fooled(logits, y[active], s)
+            won = context.success(logits, ascent, y[active], s)
             better_find = won & (~state.found[active] | (loss > state.found_loss[active]))
             rows = active[better_find]
             state.found_point[rows] = ascent[better_find]

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from robustlab.attacks.norms import get_norm
+from robustlab.batching import chunked_forward
 from robustlab.modes import eval_mode
 from robustlab.precision import Precision, autocast
 
@@ -39,7 +40,7 @@ class AttackContext:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Model output as float32 logits, under bf16 autocast when asked."""
         with autocast(x.device, self.precision):
-            output: torch.Tensor = self.model(x)
+            output = chunked_forward(self.model, x)
         return output.float()
 
     def confirmed_fooled(
@@ -47,8 +48,25 @@ class AttackContext:
     ) -> torch.Tensor:
         """Success judged in full precision: under bf16 a borderline example can look fooled
         when it is not, and an attack must not stop early on such an example."""
-        with torch.no_grad():
-            return fooled(self.model(x).float(), y, target)
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            return fooled(chunked_forward(self.model, x).float(), y, target)
+
+    def success(
+        self,
+        logits: torch.Tensor,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Per-example success of inputs ``x`` whose ``logits`` came from ``self.logits``:
+        under bf16 every claimed success is re-checked in fp32 (cheap: only the hits are
+        re-run), so attacks that stop on success never stop on a false one."""
+        won = fooled(logits, y, target)
+        if self.precision != "fp32" and bool(won.any()):
+            index = won.nonzero().squeeze(1)
+            chosen = None if target is None else target[index]
+            won[index] = self.confirmed_fooled(x[index].detach(), y[index], chosen)
+        return won
 
     def input_gradient(self, loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """d(sum of per-example losses)/dx, without touching any parameter's gradient."""

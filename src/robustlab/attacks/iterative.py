@@ -89,7 +89,7 @@ class PGD(Attack):
             with torch.no_grad():
                 logits = context.logits(candidate)
                 loss = loss_fn(logits, y[todo], t)
-                won = fooled(logits, y[todo], t)
+                won = context.success(logits, candidate, y[todo], t)
             better = won | (loss > best_loss[todo])
             best[todo[better]] = candidate[better]
             best_loss[todo[better]] = loss[better]
@@ -184,13 +184,7 @@ class PGD(Attack):
                     frozen = len(x) - len(active)
                     fooled_by_step.append(frozen + int(fooled(logits, y_active, t_active).sum()))
                 if self.early_stop:
-                    done = fooled(logits, y_active, t_active)
-                    if self.precision != "fp32" and bool(done.any()):
-                        index = done.nonzero().squeeze(1)
-                        t_done = None if t_active is None else t_active[index]
-                        done[index] = context.confirmed_fooled(
-                            x_active[index].detach(), y_active[index], t_done
-                        )
+                    done = context.success(logits, x_active, y_active, t_active)
                     keep = ~done
                     active, x_active, grad = active[keep], x_active[keep], grad[keep]
                     if len(active) == 0:

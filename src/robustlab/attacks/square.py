@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from robustlab.attacks.base import Attack, AttackContext, fooled
+from robustlab.attacks.base import Attack, AttackContext
 from robustlab.attacks.losses import AttackLoss, cross_entropy, cw_margin
 from robustlab.attacks.registry import register_attack
 from robustlab.attacks.validation import check_range
@@ -153,7 +153,7 @@ class Square(Attack):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Restarts on the examples not yet fooled; each keeps its best run."""
         queries = torch.ones(len(x), dtype=torch.long, device=x.device)
-        done = fooled(context.logits(x), y, target)
+        done = context.success(context.logits(x), x, y, target)
         best = x.clone()
         best_loss = torch.full((len(x),), float("-inf"), device=x.device)
         if self.eps == 0:  # nothing to search: the clean query is the whole attack
@@ -184,7 +184,7 @@ class Square(Attack):
         x_best = self._initial(x, generator)
         logits = context.logits(x_best)
         best_loss = loss_fn(logits, y, target)
-        won = fooled(logits, y, target)
+        won = context.success(logits, x_best, y, target)
         used = torch.ones(len(x), dtype=torch.long, device=x.device)
         for iteration in range(self.queries - 1):
             active = (~won).nonzero().squeeze(1)
@@ -199,7 +199,7 @@ class Square(Attack):
             t = None if target is None else target[active]
             logits = context.logits(proposal)
             loss = loss_fn(logits, y[active], t)
-            hit = fooled(logits, y[active], t)
+            hit = context.success(logits, proposal, y[active], t)
             used[active] += 1
             accept = hit | (loss > best_loss[active])
             chosen = active[accept]

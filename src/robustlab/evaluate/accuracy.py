@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlab.batching import chunked_forward
 from robustlab.modes import eval_mode
 
 
@@ -39,8 +40,8 @@ def evaluate_accuracy(
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(target, non_blocking=True)
             y = labels[start : start + batch_size].to(target, non_blocking=True)
-            logits = model(x).float()
+            logits = chunked_forward(model, x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(dim=1) == y).sum().item()
+            correct += int((logits.argmax(dim=1) == y).sum())
     count = len(images)
     return AccuracyResult(accuracy=correct / count, loss=loss_sum / count, count=count)

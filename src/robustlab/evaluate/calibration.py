@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from robustlab.attacks.iterative import PGD
+from robustlab.batching import chunked_forward
 from robustlab.modes import eval_mode
 
 
@@ -67,7 +68,7 @@ def _bisect(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: PGD, high: float, iterations: int
 ) -> torch.Tensor:
     with torch.no_grad(), eval_mode(model):
-        correct = model(x).argmax(dim=1) == y
+        correct = chunked_forward(model, x).argmax(dim=1) == y
     result = torch.zeros(len(x))
     x, y = x[correct], y[correct]
     low = torch.zeros(len(x), device=x.device)
@@ -88,7 +89,7 @@ def _fools(
 ) -> torch.Tensor:
     x_adv = attack.with_budgets(model, x, y, eps)
     with torch.no_grad(), eval_mode(model):
-        fooled: torch.Tensor = model(x_adv).argmax(dim=1) != y
+        fooled: torch.Tensor = chunked_forward(model, x_adv).argmax(dim=1) != y
     return fooled
 
 

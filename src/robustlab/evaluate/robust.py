@@ -7,6 +7,7 @@ stands on its own; the worst case counts an example as robust only if every atta
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,7 @@ from torch import nn
 
 from robustlab.attacks.base import Attack
 from robustlab.attacks.iterative import PGD, trace_success
+from robustlab.batching import chunked_forward
 from robustlab.modes import eval_mode
 
 
@@ -31,6 +33,8 @@ class AttackResult:
     seconds: float
     trace: list[float] | None = None
     """With ``trace=True``, for PGD-family attacks: success rate after 0, 1, ..., steps steps."""
+    count: int = 0
+    """Examples this attack was evaluated on (fewer than the report's with ``limits``)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class RobustnessReport:
     attacks: list[AttackResult]
     worst_case_accuracy: float
     worst_case_success_rate: float
+    worst_case_count: int = 0
+    """Examples the worst case is over: those every attack saw."""
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,29 +63,39 @@ def robust_accuracy(
     device: torch.device | None = None,
     batch_size: int = 256,
     trace: bool = False,
+    limits: Mapping[str, int | None] | None = None,
 ) -> RobustnessReport:
     """Evaluate ``attacks`` on ``data`` (a loader of (x, y) batches, or one (x, y) pair).
 
     With ``trace``, single-run PGD-family attacks also record their success after every step.
+    ``limits`` restricts an attack (by name) to the first N examples, for attacks too costly
+    to run on all; the worst case is then taken over the examples every attack saw.
     """
     named = _named(attacks)
+    limit = {name: (limits or {}).get(name) or math.inf for name in named}
+    common = min(limit.values())
     traced = {name for name, attack in named.items() if trace and _traceable(attack)}
     fooled_by_step: dict[str, torch.Tensor] = {}
     target_device = device or next(model.parameters()).device
-    total = 0
-    clean_correct = 0
-    survived = {name: 0 for name in named}
-    survived_all = 0
+    total = clean_correct = 0
+    seen = dict.fromkeys(named, 0)
+    clean_seen = dict.fromkeys(named, 0)
+    survived = dict.fromkeys(named, 0)
+    worst_seen = worst_clean = worst_survived = 0
     seconds = dict.fromkeys(named, 0.0)
     for x, y in _batches(data, batch_size):
         x, y = x.to(target_device), y.to(target_device)
+        position = torch.arange(total, total + len(y), device=target_device)
         total += len(y)
         with torch.no_grad(), eval_mode(model):
-            correct = model(x).argmax(dim=1) == y
+            correct = chunked_forward(model, x).argmax(dim=1) == y
         clean_correct += int(correct.sum())
         robust_all = correct.clone()
-        index = correct.nonzero().squeeze(1)
         for name, attack in named.items():
+            within = position < limit[name]
+            seen[name] += int(within.sum())
+            index = (correct & within).nonzero().squeeze(1)
+            clean_seen[name] += len(index)
             if len(index) == 0:
                 continue
             started = time.perf_counter()
@@ -92,20 +108,26 @@ def robust_accuracy(
                 x_adv = attack(model, x[index], y[index])
             seconds[name] += time.perf_counter() - started
             with torch.no_grad(), eval_mode(model):
-                still = model(x_adv).argmax(dim=1) == y[index]
+                still = chunked_forward(model, x_adv).argmax(dim=1) == y[index]
             survived[name] += int(still.sum())
             robust_all[index[~still]] = False
-        survived_all += int(robust_all.sum())
+        in_common = position < common
+        worst_seen += int(in_common.sum())
+        worst_clean += int((correct & in_common).sum())
+        worst_survived += int((robust_all & in_common).sum())
     if total == 0:
         raise ValueError("robust_accuracy got no examples")
     results = [
         AttackResult(
             name=name,
             parameters=attack.describe(),
-            robust_accuracy=survived[name] / total,
-            success_rate=_rate(clean_correct - survived[name], clean_correct),
+            robust_accuracy=survived[name] / seen[name],
+            success_rate=_rate(clean_seen[name] - survived[name], clean_seen[name]),
             seconds=round(seconds[name], 3),
-            trace=_trace_rates(fooled_by_step.get(name), clean_correct) if name in traced else None,
+            trace=_trace_rates(fooled_by_step.get(name), clean_seen[name])
+            if name in traced
+            else None,
+            count=seen[name],
         )
         for name, attack in named.items()
     ]
@@ -113,8 +135,9 @@ def robust_accuracy(
         count=total,
         clean_accuracy=clean_correct / total,
         attacks=results,
-        worst_case_accuracy=survived_all / total,
-        worst_case_success_rate=_rate(clean_correct - survived_all, clean_correct),
+        worst_case_accuracy=worst_survived / worst_seen,
+        worst_case_success_rate=_rate(worst_clean - worst_survived, worst_clean),
+        worst_case_count=worst_seen,
     )
 
 

@@ -8,6 +8,8 @@ so shallow and deep can be compared at a glance.
 from __future__ import annotations
 
 import io
+import math
+import re
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -45,8 +47,17 @@ def _band(
         axis.fill_between(xs[:length], low, high, color=colour, alpha=0.15, linewidth=0)
 
 
-def epoch_attack_key(records: list[dict[str, Any]]) -> str | None:
-    """The per-epoch attack recorded in every one of ``records``, the strongest if several."""
+EPS_IN_LABEL = re.compile(r"-eps([0-9.]+(?:e-?[0-9]+)?)")
+
+
+def label_eps(label: str) -> float | None:
+    match = EPS_IN_LABEL.search(label)
+    return float(match.group(1)) if match else None
+
+
+def epoch_attack_key(records: list[dict[str, Any]], near_eps: float | None = None) -> str | None:
+    """The per-epoch attack recorded in every one of ``records``: the one whose ε is nearest
+    ``near_eps`` if given (so phases attacked at several ε line up), else the strongest."""
     common: set[str] | None = None
     for record in records:
         keys = set(record.get("attacks", {}))
@@ -57,7 +68,11 @@ def epoch_attack_key(records: list[dict[str, Any]]) -> str | None:
     def mean_accuracy(key: str) -> float:
         return statistics.fmean(record["attacks"][key]["robust_acc"] for record in records)
 
-    return min(sorted(common), key=mean_accuracy)
+    def distance(key: str) -> float:
+        eps = label_eps(key)
+        return abs(eps - near_eps) if eps is not None and near_eps is not None else math.inf
+
+    return min(sorted(common), key=lambda key: (distance(key), mean_accuracy(key)))
 
 
 def _training_panel(axis: Axes, data: ExperimentData, setting: str | None, read: Reading) -> None:
@@ -71,10 +86,14 @@ def _training_panel(axis: Axes, data: ExperimentData, setting: str | None, read:
         for field, style, label in (("test_acc", "-", "test"), ("train_eval_acc", ":", "train")):
             runs = [[100 * r.get(field, float("nan")) for r in t.epochs] for t in group]
             _band(axis, xs, runs, colour, linestyle=style, label=f"{model} {label} (clean)")
-        # Each phase may attack differently after its epochs: one dashed segment per phase.
+        # Each phase may attack differently after its epochs: one dashed segment per phase,
+        # at the ε nearest the last phase's (the one the model is trained for).
+        last = [r for t in group for r in t.epochs if r["phase"] == group[0].phase_order[-1]]
+        last_key = epoch_attack_key(last)
+        near = None if last_key is None else label_eps(last_key)
         for phase in group[0].phase_order:
             records = [r for t in group for r in t.epochs if r["phase"] == phase]
-            key = epoch_attack_key(records)
+            key = epoch_attack_key(records, near)
             if key is None:
                 continue
             keys += [key] if key not in keys else []

@@ -24,7 +24,7 @@ from robustlab.device import resolve_device
 from robustlab.runs import RunDirectory
 from robustlab.train.inputs import choose_dataset
 from robustlab.train.loading import load_trained_model
-from robustlab.train.monitoring import build_attacks, phase_end_record
+from robustlab.train.monitoring import attack_limits, build_attacks, phase_end_record
 
 SHARED_FOLDER = "shared"
 
@@ -107,7 +107,8 @@ def _evaluate_shared_phases(run: RunDirectory, config: TrialConfig) -> None:
     ends = 0
     for index, phase in enumerate(config.phases):
         ends += phase.epochs
-        attacks = build_attacks(config.phase_end_attacks(phase))
+        configs = config.phase_end_attacks(phase)
+        attacks = build_attacks(configs)
         if not phase.shared or not attacks:
             continue
         model = load_trained_model(run, device, phase=phase.name).model
@@ -126,5 +127,6 @@ def _evaluate_shared_phases(run: RunDirectory, config: TrialConfig) -> None:
                 global_epoch=epochs[-1]["global_epoch"] if epochs else ends,
                 batch_size=config.evaluation.attack_batch_size,
                 device=device,
+                limits=attack_limits(configs),
             )
         )

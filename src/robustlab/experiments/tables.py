@@ -156,11 +156,17 @@ def robustness_table(data: ExperimentData, setting: str | None) -> Table:
     """Every phase-end attack and the worst case side by side, before and after."""
     read = reading(data)
     labels: list[str] = []
+    images: dict[str, set[int]] = {}
     for trial in data.trials:
         for phase in (read.before, read.after):
             found = _phase(trial, phase)
-            if found is not None:
-                labels += [name for name in found.attack_names() if name not in labels]
+            if found is None or found.evaluation is None:
+                continue
+            labels += [name for name in found.attack_names() if name not in labels]
+            for name, result in found.evaluation["attacks"].items():
+                images.setdefault(name, set()).add(result.get("images", found.evaluation["images"]))
+            worst = found.evaluation.get("worst_case_images", found.evaluation["images"])
+            images.setdefault("worst case", set()).add(worst)
     rows = []
     for model in data.models():
         group = data.group(setting, model)
@@ -171,26 +177,28 @@ def robustness_table(data: ExperimentData, setting: str | None) -> Table:
                 continue
             cells = [model, phase_name, spread([e["clean_acc"] for e in evaluations]).text()]
             for label in labels:
-                cells.append(
-                    spread(
-                        [
-                            e["attacks"][label]["robust_acc"]
-                            for e in evaluations
-                            if label in e["attacks"]
-                        ]
-                    ).text()
-                )
+                accuracies = [
+                    e["attacks"][label]["robust_acc"] for e in evaluations if label in e["attacks"]
+                ]
+                cells.append(spread(accuracies).text())
             cells.append(spread([e["worst_case_acc"] for e in evaluations]).text())
             rows.append(cells)
+    total = data.config.evaluation.attack_images
+
+    def header(label: str) -> str:
+        counts = images.get(label, set())
+        fewer = sorted(count for count in counts if count < total)
+        return f"{label} (first {fewer[0]})" if fewer else label
+
     return Table(
-        title=f"Robust accuracy{_suffix(setting)}, % of the first "
-        f"{data.config.evaluation.attack_images} test images (mean ± std over seeds)",
-        columns=["model", "weights after", "clean", *labels, "worst case"],
+        title=f"Robust accuracy{_suffix(setting)}, % of the first {total} test images "
+        "(mean ± std over seeds)",
+        columns=["model", "weights after", "clean", *map(header, labels), header("worst case")],
         rows=rows,
-        note="Each attack runs on the clean-correct images independently; 'worst case' counts "
-        "an image as robust only if every attack failed on it. Labels give the attack, norm, "
-        "ε and steps; autoattack = APGD-CE → APGD-T → Square (robustlab's, checked against "
-        "the authors' code).",
+        note="Each attack runs on the clean-correct images independently (a column marked "
+        "'first N' on only the first N images); 'worst case' counts an image as robust only if "
+        "every attack failed on it. Labels give the attack, norm, ε and steps; autoattack = "
+        "APGD-CE → APGD-T → Square (robustlab's, checked against the authors' code).",
     )
 
 

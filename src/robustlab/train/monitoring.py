@@ -24,7 +24,13 @@ from robustlab.train.objectives import Objective
 
 
 def build_attacks(configs: Sequence[AttackConfig]) -> dict[str, Attack]:
+    """The attacks by their labels (see ``robustlab.evaluate.labels``), in config order."""
     return unique_keys([config.build() for config in configs])
+
+
+def attack_limits(configs: Sequence[AttackConfig]) -> dict[str, int | None]:
+    """Per label, the ``images`` limit of its config (None: every evaluated image)."""
+    return dict(zip(build_attacks(configs), (config.images for config in configs), strict=True))
 
 
 def epoch_attack_metrics(
@@ -58,23 +64,26 @@ def phase_end_evaluation(
     *,
     batch_size: int,
     device: torch.device,
+    limits: dict[str, int | None] | None = None,
 ) -> dict[str, Any]:
     """The strong evaluation: every attack, the per-example worst case, and for PGD the
     success after each step (the thesis's "attack statistics")."""
     report = robust_accuracy(
-        model, (x, y), attacks, device=device, batch_size=batch_size, trace=True
+        model, (x, y), attacks, device=device, batch_size=batch_size, trace=True, limits=limits
     )
     return {
         "images": report.count,
         "clean_acc": report.clean_accuracy,
         "worst_case_acc": report.worst_case_accuracy,
         "worst_case_success_rate": report.worst_case_success_rate,
+        "worst_case_images": report.worst_case_count,
         "order": [result.name for result in report.attacks],
         "attacks": {
             result.name: {
                 "robust_acc": result.robust_accuracy,
                 "success_rate": result.success_rate,
                 "seconds": result.seconds,
+                "images": result.count,
                 "parameters": _plain(result.parameters),
                 **({"trace": result.trace} if result.trace is not None else {}),
             }
@@ -95,10 +104,13 @@ def phase_end_record(
     global_epoch: int,
     batch_size: int,
     device: torch.device,
+    limits: dict[str, int | None] | None = None,
 ) -> dict[str, Any]:
     """The ``phase_end`` line of metrics.jsonl: where it belongs, and the evaluation."""
     started = time.perf_counter()
-    evaluation = phase_end_evaluation(model, attacks, x, y, batch_size=batch_size, device=device)
+    evaluation = phase_end_evaluation(
+        model, attacks, x, y, batch_size=batch_size, device=device, limits=limits
+    )
     return {
         "event": "phase_end",
         "phase": phase,

@@ -35,6 +35,7 @@ from robustlab.train.checkpoint import (
 )
 from robustlab.train.inputs import TrialData, choose_dataset, load_trial_data
 from robustlab.train.monitoring import (
+    attack_limits,
     build_attacks,
     check_overfitting,
     epoch_attack_metrics,
@@ -397,7 +398,8 @@ def _stop_phase_early(
 def _evaluate_phase_end(
     ctx: _TrialContext, state: _PhaseState, epoch: int, global_epoch: int
 ) -> None:
-    attacks = build_attacks(ctx.config.phase_end_attacks(state.config))
+    configs = ctx.config.phase_end_attacks(state.config)
+    attacks = build_attacks(configs)
     if not attacks:
         return
     record = phase_end_record(
@@ -411,6 +413,7 @@ def _evaluate_phase_end(
         global_epoch=global_epoch,
         batch_size=ctx.config.evaluation.attack_batch_size,
         device=ctx.device,
+        limits=attack_limits(configs),
     )
     ctx.run.append_metrics(record)
 
