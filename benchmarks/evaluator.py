@@ -1,8 +1,10 @@
 """Our AutoAttack against the authors' (pyautoattack) on the same model and images.
 
 Run: ``ROBUSTLAB_DATA=/path/to/data python benchmarks/evaluator.py`` (options: ``--images``,
-``--eps``, ``--repeats``, ``--threads``, ``--model`` for a thesis-shallow MNIST state dict;
-without it a thesis-shallow is trained for one clean epoch and cached in the temp folder).
+``--eps``, ``--repeats``, ``--threads``, ``--run-dir`` for any trained robustlab run (MNIST),
+``--model`` for a thesis-shallow MNIST state dict; without either, a thesis-shallow is trained
+for one clean epoch and cached in the temp folder; ``--their-batch`` is the batch size given to
+pyautoattack, default 128, the fastest size on these CPUs, as ours uses).
 Runs are interleaved (ours fp32, theirs standard, theirs without FAB-T, ours bf16, ours fast,
 per repeat) so load on a shared machine hits all alike; medians are reported. Robust
 accuracy is always measured with the fp32 model on the returned inputs. Writes
@@ -29,6 +31,8 @@ from robustlab.data import load_split
 from robustlab.io import atomic_write_json
 from robustlab.models import build_model
 from robustlab.provenance import provenance
+from robustlab.runs import RunDirectory
+from robustlab.train.loading import load_trained_model
 
 Run = Callable[[], tuple[torch.Tensor, dict[str, float], dict[str, float]]]
 """One evaluation: adversarial inputs, robust accuracy after each attack, seconds per attack."""
@@ -94,9 +98,15 @@ class _Stages(logging.Handler):
 
 
 def theirs(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, attacks: list[str] | None
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    attacks: list[str] | None,
+    batch_size: int,
 ) -> Run:
-    """The authors' standard version, or (``attacks``) its members with standard settings."""
+    """The authors' standard version, or (``attacks``) its members with standard settings,
+    run ``batch_size`` images at a time (their ``run_standard_evaluation`` option)."""
     from pyautoattack import AutoAttack as ReferenceAutoAttack
 
     def run() -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
@@ -112,7 +122,7 @@ def theirs(
         reference.logger.propagate = False
         reference.logger.addHandler(stages)
         try:
-            x_adv, _ = reference.run_standard_evaluation(x, y, batch_size=len(x))
+            x_adv, _ = reference.run_standard_evaluation(x, y, batch_size=batch_size)
         finally:
             reference.logger.removeHandler(stages)
         return x_adv, stages.stages, {}
@@ -146,8 +156,18 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--eps", type=float, default=0.3)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--model", type=Path, default=None, help="thesis-shallow state dict")
+    parser.add_argument(
+        "--run-dir", type=Path, default=None, help="a robustlab run directory (any model)"
+    )
+    parser.add_argument("--phase", default=None, help="with --run-dir: weights after this phase")
+    parser.add_argument(
+        "--their-batch",
+        type=int,
+        default=128,
+        help="pyautoattack's batch_size (its default is 250; 128 is the fastest size here)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/evaluator.json"))
     parser.add_argument(
         "--evaluators",
@@ -158,14 +178,23 @@ def main() -> None:
     chosen = {"pyautoattack", *args.evaluators.split(",")}
     if unknown := chosen - set(EVALUATORS):
         raise SystemExit(f"--evaluators: unknown {sorted(unknown)}; expected some of {EVALUATORS}")
-    torch.set_num_threads(args.threads)
-    model = trained_model(args.model)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.run_dir is not None:
+        trained = load_trained_model(RunDirectory(args.run_dir), torch.device("cpu"), args.phase)
+        model = trained.model
+        described = f"{trained.weights} ({trained.config.model.name})"
+    else:
+        model = trained_model(args.model)
+        described = str(args.model or "thesis-shallow, 1 clean epoch")
     test = load_split("mnist", "test")
     x, y = test.images[: args.images], test.labels[: args.images]
     every: dict[str, Run] = {
         "ours": ours(model, x, y, AutoAttack(eps=args.eps)),
-        "pyautoattack": theirs(model, x, y, args.eps, None),
-        "pyautoattack-no-fab": theirs(model, x, y, args.eps, ["apgd-ce", "apgd-t", "square"]),
+        "pyautoattack": theirs(model, x, y, args.eps, None, args.their_batch),
+        "pyautoattack-no-fab": theirs(
+            model, x, y, args.eps, ["apgd-ce", "apgd-t", "square"], args.their_batch
+        ),
         "ours-bf16": ours(model, x, y, AutoAttack(eps=args.eps, precision="bf16")),
         "ours-fast": ours(model, x, y, AutoAttack(eps=args.eps, version="fast")),
     }
@@ -211,7 +240,8 @@ def main() -> None:
             "images": len(y),
             "eps": args.eps,
             "repeats": args.repeats,
-            "model": str(args.model or "thesis-shallow, 1 clean epoch"),
+            "model": described,
+            "their_batch_size": args.their_batch,
             "results": rows,
             "provenance": provenance(),
         },

@@ -95,6 +95,10 @@ class ConsoleReporter(TrainingReporter):
         )
         console.file.flush()  # one line per epoch, promptly, also when piped to a log file
 
+    def status(self, message: str) -> None:
+        console.print(message)
+        console.file.flush()
+
 
 NUMBER = re.compile(r"^[-+]?[\d,]*\.?\d+(e[-+]?\d+)?[%sx]?$")
 

@@ -59,7 +59,14 @@ def run_experiment(
 
     calibration = None
     if config.calibration is not None:
+        if reporter is not None:
+            reporter.status("calibrating ε on the standard-trained models")
         calibration = calibrate_experiment(config.calibration, provisional, out, directory)
+        if reporter is not None:
+            reporter.status(
+                f"calibrated ε* = {calibration['eps']:.4f} ({calibration['attack']}, "
+                f"{calibration['target_success']:.0%} success)"
+            )
     trials = config.trials(calibration["eps"] if calibration is not None else None)
 
     results = []
@@ -67,7 +74,7 @@ def run_experiment(
         run = RunDirectory(directory / trial.trial)
         prefix = shared_prefix(trial)
         if prefix is not None and not run.has_started:
-            start_from_shared(shared_run(out, prefix), trial, run)
+            start_from_shared(shared_run(out, prefix), trial, run, reporter)
         train_trial(trial, run.path, resume=True, reporter=reporter)
         results.append(run.read_results())
     atomic_write_json(

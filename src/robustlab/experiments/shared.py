@@ -24,7 +24,13 @@ from robustlab.device import resolve_device
 from robustlab.runs import RunDirectory
 from robustlab.train.inputs import choose_dataset
 from robustlab.train.loading import load_trained_model
-from robustlab.train.monitoring import attack_limits, build_attacks, phase_end_record
+from robustlab.train.monitoring import (
+    attack_limits,
+    build_attacks,
+    phase_end_record,
+    phase_end_summary,
+)
+from robustlab.train.trainer import TrainingReporter
 
 SHARED_FOLDER = "shared"
 
@@ -78,7 +84,12 @@ def shared_run(out_dir: Path, prefix: TrialConfig) -> RunDirectory:
     return RunDirectory(out_dir / SHARED_FOLDER / prefix.trial)
 
 
-def start_from_shared(shared: RunDirectory, trial: TrialConfig, run: RunDirectory) -> None:
+def start_from_shared(
+    shared: RunDirectory,
+    trial: TrialConfig,
+    run: RunDirectory,
+    reporter: TrainingReporter | None = None,
+) -> None:
     """Make ``run`` a run of ``trial`` that has finished the shared phases.
 
     Everything is assembled in a sibling folder and renamed into place, so a kill half way
@@ -94,11 +105,13 @@ def start_from_shared(shared: RunDirectory, trial: TrialConfig, run: RunDirector
     shutil.copy2(shared.last_checkpoint, target.last_checkpoint)
     config = resolved(trial)
     target.write_config(config)
-    _evaluate_shared_phases(target, config)
+    _evaluate_shared_phases(target, config, reporter or TrainingReporter())
     os.replace(staging, run.path)
 
 
-def _evaluate_shared_phases(run: RunDirectory, config: TrialConfig) -> None:
+def _evaluate_shared_phases(
+    run: RunDirectory, config: TrialConfig, reporter: TrainingReporter
+) -> None:
     """The trial's end-of-phase evaluation of each shared phase, on that phase's weights."""
     device = resolve_device(config.device)
     test = load_split(config.data.dataset, "test", config.data.root)
@@ -111,22 +124,23 @@ def _evaluate_shared_phases(run: RunDirectory, config: TrialConfig) -> None:
         attacks = build_attacks(configs)
         if not phase.shared or not attacks:
             continue
+        reporter.status(f"{config.trial}: end of shared phase {phase.name}: {', '.join(attacks)}")
         model = load_trained_model(run, device, phase=phase.name).model
         epochs = [
             r for r in run.read_metrics() if r.get("event") == "epoch" and r["phase_index"] == index
         ]
-        run.append_metrics(
-            phase_end_record(
-                model,
-                attacks,
-                x,
-                y,
-                phase=phase.name,
-                phase_index=index,
-                epoch=epochs[-1]["epoch"] if epochs else phase.epochs,
-                global_epoch=epochs[-1]["global_epoch"] if epochs else ends,
-                batch_size=config.evaluation.attack_batch_size,
-                device=device,
-                limits=attack_limits(configs),
-            )
+        record = phase_end_record(
+            model,
+            attacks,
+            x,
+            y,
+            phase=phase.name,
+            phase_index=index,
+            epoch=epochs[-1]["epoch"] if epochs else phase.epochs,
+            global_epoch=epochs[-1]["global_epoch"] if epochs else ends,
+            batch_size=config.evaluation.attack_batch_size,
+            device=device,
+            limits=attack_limits(configs),
         )
+        run.append_metrics(record)
+        reporter.status(phase_end_summary(record))

@@ -123,6 +123,16 @@ def phase_end_record(
     }
 
 
+def phase_end_summary(record: dict[str, Any]) -> str:
+    """One line for the console: robust accuracy per attack and the worst case."""
+    parts = [f"{name} {result['robust_acc']:.2%}" for name, result in record["attacks"].items()]
+    return (
+        f"end of phase {record['phase']}: clean {record['clean_acc']:.2%}, "
+        + ", ".join(parts)
+        + f", worst case {record['worst_case_acc']:.2%} ({record['seconds']:.0f}s)"
+    )
+
+
 def check_overfitting(
     model: nn.Module,
     objective: Objective,

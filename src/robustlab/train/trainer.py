@@ -41,6 +41,7 @@ from robustlab.train.monitoring import (
     epoch_attack_metrics,
     fixed_subset,
     phase_end_record,
+    phase_end_summary,
 )
 from robustlab.train.objectives import Objective, TrainingStep, build_objective
 from robustlab.train.schedules import build_optimizer, learning_rate, set_learning_rate
@@ -56,6 +57,9 @@ class TrainingReporter:
     def batch_done(self, loss: float) -> None: ...
 
     def epoch_done(self, record: dict[str, Any]) -> None: ...
+
+    def status(self, message: str) -> None:
+        """A step without epochs (an evaluation, a calibration) started or ended."""
 
 
 @dataclass
@@ -402,6 +406,7 @@ def _evaluate_phase_end(
     attacks = build_attacks(configs)
     if not attacks:
         return
+    ctx.reporter.status(f"end of phase {state.config.name}: {', '.join(attacks)}")
     record = phase_end_record(
         ctx.model,
         attacks,
@@ -416,6 +421,7 @@ def _evaluate_phase_end(
         limits=attack_limits(configs),
     )
     ctx.run.append_metrics(record)
+    ctx.reporter.status(phase_end_summary(record))
 
 
 def _best_probe_accuracy(run: RunDirectory, phase_index: int) -> float | None:
