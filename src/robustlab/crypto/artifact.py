@@ -1,0 +1,172 @@
+"""A compiled artifact on disk: everything a server needs, and what a client may see.
+
+``ARTIFACT/manifest.json``  circuit id, shapes, input quantisation, statistics, accuracies
+``ARTIFACT/network.npz``    the integer network (plain reference; the server's model)
+``ARTIFACT/server.zip``     concrete-python's compiled server (no keys)
+``ARTIFACT/client.json``    concrete-python's client specs: all a client needs to make keys
+
+The circuit id is the checksum of the client specs, so keys and ciphertexts made from one
+artifact's specs are refused by a server holding another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robustlab.crypto.backend import CompileOptions, compile_network, require_concrete
+from robustlab.crypto.envelope import checksum
+from robustlab.crypto.errors import ArtifactError
+from robustlab.crypto.network import IntegerNetwork
+from robustlab.crypto.rounding import IntArray
+from robustlab.io import atomic_write_bytes, atomic_write_json
+from robustlab.provenance import provenance
+
+FORMAT = "robustlab-fhe-artifact/1"
+CLIENT_FIELDS = (
+    "format",
+    "circuit",
+    "input_shape",
+    "input_levels",
+    "classes",
+    "output_scale",
+    "dataset",
+)
+"""The manifest fields a client is given (no weights, no statistics about the model)."""
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def network(self) -> Path:
+        return self.root / "network.npz"
+
+    @property
+    def server(self) -> Path:
+        return self.root / "server.zip"
+
+    @property
+    def client(self) -> Path:
+        return self.root / "client.json"
+
+
+def circuit_statistics(circuit: Any) -> dict[str, Any]:
+    """Sizes and counts from concrete's compiler: the cost model behind the timings."""
+    stats = circuit.statistics
+    return {
+        "programmable_bootstraps": int(stats.get("programmable_bootstrap_count", 0)),
+        "key_switches": int(stats.get("key_switch_count", 0)),
+        "bootstrap_key_bytes": int(stats.get("size_of_bootstrap_keys", 0)),
+        "keyswitch_key_bytes": int(stats.get("size_of_keyswitch_keys", 0)),
+        "secret_key_bytes": int(stats.get("size_of_secret_keys", 0)),
+        "input_bytes": int(stats.get("size_of_inputs", 0)),
+        "output_bytes": int(stats.get("size_of_outputs", 0)),
+        "complexity": float(circuit.complexity),
+        "global_p_error": float(circuit.global_p_error),
+    }
+
+
+def write_artifact(
+    directory: str | Path,
+    network: IntegerNetwork,
+    circuit: Any,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Save a compiled ``circuit`` of ``network`` into ``directory``; returns the manifest."""
+    fhe = require_concrete()
+    paths = ArtifactPaths(Path(directory))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    specs = circuit.client.specs.serialize()
+    fd, temporary = tempfile.mkstemp(prefix=".server.", suffix=".zip", dir=paths.root)
+    os.close(fd)
+    try:
+        circuit.server.save(temporary)
+        os.replace(temporary, paths.server)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    atomic_write_bytes(paths.client, specs)
+    network.save(paths.network)
+    manifest = {
+        "format": FORMAT,
+        "circuit": checksum(specs),
+        "network": network.fingerprint(),
+        "input_shape": list(network.input_shape),
+        "input_levels": network.input_levels,
+        "classes": network.classes,
+        "output_scale": network.output_scale,
+        "summary": network.summary(),
+        "network_meta": network.meta,
+        "statistics": circuit_statistics(circuit),
+        "concrete_python": str(getattr(fhe, "__version__", "unknown")),
+        "provenance": provenance(),
+        **(extra or {}),
+    }
+    atomic_write_json(paths.manifest, manifest)
+    return manifest
+
+
+def compile_artifact(
+    directory: str | Path,
+    network: IntegerNetwork,
+    inputset: IntArray,
+    options: CompileOptions | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compile ``network`` and save it as an artifact; returns the manifest."""
+    circuit = compile_network(network, inputset, options)
+    return write_artifact(directory, network, circuit, extra)
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    paths = ArtifactPaths(Path(directory))
+    if not paths.manifest.is_file():
+        raise ArtifactError(
+            f"{paths.root} is not an FHE artifact: {paths.manifest.name} is missing; make one "
+            "with `robustlab fhe compile RUN_DIR --out DIR`"
+        )
+    try:
+        manifest: dict[str, Any] = json.loads(paths.manifest.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{paths.manifest} is unreadable ({error}); recompile") from None
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(
+            f"{paths.manifest} has format {manifest.get('format')!r}, expected {FORMAT!r}; "
+            "recompile it with this version of robustlab"
+        )
+    for path in (paths.server, paths.client, paths.network):
+        if not path.is_file():
+            raise ArtifactError(f"artifact {paths.root} is incomplete: {path.name} is missing")
+    return manifest
+
+
+def read_client_specs(directory: str | Path, manifest: dict[str, Any]) -> bytes:
+    """The client specs, checked against the circuit id in the manifest."""
+    specs = ArtifactPaths(Path(directory)).client.read_bytes()
+    if checksum(specs) != manifest["circuit"]:
+        raise ArtifactError(
+            f"{directory}: client.json does not match the manifest's circuit id; the artifact "
+            "was modified after compiling: recompile it"
+        )
+    return specs
+
+
+def client_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The part of a manifest a client receives."""
+    return {name: manifest[name] for name in CLIENT_FIELDS if name in manifest}
+
+
+def input_array(shape: list[int], images: IntArray) -> IntArray:
+    """``images`` reshaped to (1, C, H, W), the circuit's input."""
+    return np.asarray(images, dtype=np.int64).reshape((1, *shape))

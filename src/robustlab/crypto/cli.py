@@ -1,0 +1,298 @@
+"""``robustlab fhe``: compile a trained run into an encrypted classifier, run it, re-measure
+Table 3.1, and serve it over HTTP or query such a server.
+
+Mounted in ``robustlab.cli`` with ``app.add_typer(fhe_app, name="fhe")``; also runnable as
+``python -m robustlab.crypto.cli``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import typer
+
+from robustlab.console import console, errors, print_table
+from robustlab.crypto.artifact import compile_artifact, read_manifest
+from robustlab.crypto.measure import encrypted_run, float_accuracy, float_latency, integer_latency
+from robustlab.crypto.network import IntegerNetwork
+from robustlab.crypto.quantize import QuantSpec, quantize
+from robustlab.data import load_split
+from robustlab.errors import ConfigError, RobustlabError
+from robustlab.io import atomic_write_json
+from robustlab.provenance import provenance
+from robustlab.runs import RunDirectory
+from robustlab.train.loading import load_trained_model
+
+fhe_app = typer.Typer(
+    no_args_is_help=True,
+    help="Encrypted inference (TFHE, concrete-python): compile, run, table, serve, query.",
+)
+
+DATA_ROOT_HELP = "data root (default: the run's, else $ROBUSTLAB_DATA, else ~/.cache/robustlab)"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+@fhe_app.command("compile")
+def compile_command(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `robustlab train`"),
+    bits: int = typer.Option(3, "--bits", help="weight bits (signed)"),
+    activation_bits: int = typer.Option(3, help="activation bits (table outputs)"),
+    input_bits: int = typer.Option(1, help="pixel bits (1: black and white)"),
+    lookup_bits: int = typer.Option(6, help="table input bits after exact rounding (<= 8)"),
+    per_layer: bool = typer.Option(False, "--per-layer", help="one weight scale per layer"),
+    finetune_epochs: int = typer.Option(0, help="quantisation-aware fine-tuning epochs"),
+    finetune_lr: float = typer.Option(3e-4, help="fine-tuning learning rate"),
+    calibration: int = typer.Option(5000, help="training images used for calibration"),
+    inputset: int = typer.Option(100, help="training images concrete traces the circuit on"),
+    out: Optional[Path] = typer.Option(None, help="artifact directory (default RUN_DIR/fhe)"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+) -> None:
+    """Quantise a trained model into an integer network and compile it for TFHE."""
+    from robustlab.crypto.qat import FinetuneConfig, finetune
+
+    spec = QuantSpec(
+        weight_bits=bits,
+        activation_bits=activation_bits,
+        input_bits=input_bits,
+        lookup_bits=lookup_bits,
+        per_channel=not per_layer,
+    )
+    trained = load_trained_model(RunDirectory(run_dir), torch.device("cpu"))
+    name = trained.info.name
+    root = data_root or trained.config.data.root
+    train = load_split(name, "train", root)
+    test = load_split(name, "test", root)
+    model = trained.model
+    if finetune_epochs > 0:
+        config = FinetuneConfig(epochs=finetune_epochs, lr=finetune_lr)
+        model = finetune(model, train.images, train.labels, spec, config)
+    network = quantize(
+        model, train.images[:calibration], spec, meta={"run": str(run_dir), "dataset": name}
+    )
+    accuracy = {
+        "float": float_accuracy(trained.model, test.images, test.labels),
+        "finetuned_float": float_accuracy(model, test.images, test.labels)
+        if finetune_epochs > 0
+        else None,
+        "integer": float((network.predict(test.images) == test.labels.numpy()).mean()),
+        "test_images": len(test),
+    }
+    directory = out or run_dir / "fhe"
+    started = time.perf_counter()
+    manifest = compile_artifact(
+        directory,
+        network,
+        network.quantize_inputs(train.images[:inputset]),
+        extra={
+            "dataset": name,
+            "run": str(run_dir.resolve()),
+            "accuracy": accuracy,
+            "finetune_epochs": finetune_epochs,
+        },
+    )
+    compile_s = time.perf_counter() - started
+    stats, summary = manifest["statistics"], manifest["summary"]
+    print_table(
+        f"{run_dir} → {directory}",
+        ["float acc", "integer acc", "lookups", "PBS", "keys (bsk+ksk)", "compile"],
+        [
+            [
+                f"{accuracy['float']:.2%}",
+                f"{accuracy['integer']:.2%}",
+                summary["lookups_per_image"],
+                stats["programmable_bootstraps"],
+                _mib(stats["bootstrap_key_bytes"] + stats["keyswitch_key_bytes"]),
+                f"{compile_s:.1f}s",
+            ]
+        ],
+    )
+
+
+def _test_images(
+    manifest: dict[str, Any], count: int, data_root: Path | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if count < 1:
+        raise ConfigError(f"--n must be >= 1, got {count}")
+    dataset = manifest.get("dataset")
+    if not dataset:
+        raise ConfigError("the artifact does not name its dataset; recompile with `fhe compile`")
+    test = load_split(str(dataset), "test", data_root)
+    return test.images[:count], test.labels[:count]
+
+
+@fhe_app.command("run")
+def run_command(
+    artifact: Path = typer.Argument(..., help="an artifact written by `robustlab fhe compile`"),
+    n: int = typer.Option(20, "--n", help="first N test images"),
+    seed: Optional[int] = typer.Option(None, help="key seed (reproducible keys, tests only)"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+) -> None:
+    """Encrypt, evaluate and decrypt test images; check them against the plain network."""
+    manifest = read_manifest(artifact)
+    images, labels = _test_images(manifest, n, data_root)
+    result = encrypted_run(artifact, images, labels, seed=seed)
+    atomic_write_json(artifact / "run.json", {**result.as_dict(), "provenance": provenance()})
+    print_table(
+        f"{artifact}: {result.images} encrypted test images",
+        ["accuracy", "plain acc", "bit-identical", "keygen", "encrypt", "run", "decrypt"],
+        [
+            [
+                f"{result.accuracy:.2%}",
+                f"{result.plain_accuracy:.2%}",
+                f"{result.agreement:.2%}",
+                _ms(result.keygen_s),
+                _ms(result.encrypt_s),
+                _ms(result.run_s),
+                _ms(result.decrypt_s),
+            ]
+        ],
+    )
+    console.print(
+        f"evaluation keys {_mib(result.evaluation_key_bytes)}, encrypted image "
+        f"{_mib(result.input_bytes)}, encrypted logits {_mib(result.output_bytes)}"
+    )
+    if result.mismatches:
+        errors.print(
+            f"decrypted logits differ from the plain network on images {result.mismatches}"
+        )
+        raise typer.Exit(1)
+
+
+@fhe_app.command("table")
+def table_command(
+    artifact: Path = typer.Argument(..., help="an artifact written by `robustlab fhe compile`"),
+    n: int = typer.Option(5, "--n", help="encrypted test images"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+) -> None:
+    """Table 3.1 re-measured here: plain float, plain integer and encrypted, per image."""
+    manifest = read_manifest(artifact)
+    dataset = str(manifest.get("dataset"))
+    test = load_split(dataset, "test", data_root)
+    network = IntegerNetwork.load(artifact / "network.npz")
+    trained = load_trained_model(RunDirectory(Path(manifest["run"])), torch.device("cpu"))
+    timing = test.images[:200]
+    rows: list[dict[str, Any]] = [
+        {
+            "system": "plain float (PyTorch)",
+            "accuracy": float_accuracy(trained.model, test.images, test.labels),
+            "images": len(test),
+            "seconds_per_image": float_latency(trained.model, timing),
+        },
+        {
+            "system": "plain integer (numpy)",
+            "accuracy": float((network.predict(test.images) == test.labels.numpy()).mean()),
+            "images": len(test),
+            "seconds_per_image": integer_latency(network, timing),
+        },
+    ]
+    result = encrypted_run(artifact, test.images[:n], test.labels[:n])
+    rows.append(
+        {
+            "system": "encrypted (TFHE, concrete-python)",
+            "accuracy": result.accuracy,
+            "images": result.images,
+            "seconds_per_image": result.run_s,
+            "client_seconds_per_image": result.encrypt_s + result.decrypt_s,
+            "keygen_s": result.keygen_s,
+            "bit_identical": result.agreement,
+        }
+    )
+    atomic_write_json(
+        artifact / "table-3-1.json",
+        {"rows": rows, "encrypted": result.as_dict(), "provenance": provenance()},
+    )
+    print_table(
+        f"Table 3.1 re-measured ({dataset}, {manifest['summary']['lookups_per_image']} lookups)",
+        ["system", "accuracy", "images", "time per image"],
+        [
+            [r["system"], f"{r['accuracy']:.2%}", r["images"], _ms(r["seconds_per_image"])]
+            for r in rows
+        ],
+    )
+    console.print(
+        f"thesis: 0.1 ms in the clear, 300 s encrypted; keygen {result.keygen_s:.1f}s, "
+        f"evaluation keys {_mib(result.evaluation_key_bytes)}, bit-identical "
+        f"{result.agreement:.0%}"
+    )
+
+
+@fhe_app.command("serve")
+def serve_command(
+    artifact: Path = typer.Argument(..., help="an artifact written by `robustlab fhe compile`"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, help="port to listen on"),
+    max_clients: int = typer.Option(8, help="evaluation-key sets kept (oldest dropped)"),
+) -> None:
+    """Serve the compiled circuit over HTTP; clients upload evaluation keys, then images."""
+    from robustlab.crypto.protocol import FheServer
+    from robustlab.crypto.service import serve
+
+    server = FheServer(artifact, max_clients=max_clients)
+    console.print(f"serving circuit {server.circuit[:12]} on http://{host}:{port}")
+    serve(server, host, port)
+
+
+@fhe_app.command("query")
+def query_command(
+    url: str = typer.Argument("http://127.0.0.1:8000", help="the service's base URL"),
+    n: int = typer.Option(5, "--n", help="first N test images to classify"),
+    dataset: Optional[str] = typer.Option(None, help="dataset of the images (default: server's)"),
+    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
+) -> None:
+    """Generate keys, upload the evaluation keys once, classify encrypted test images."""
+    from robustlab.crypto.protocol import FheClient
+    from robustlab.crypto.remote import RemoteService
+
+    service = RemoteService(url)
+    try:
+        bundle = service.bundle()
+        name = dataset or str(bundle.manifest.get("dataset") or "")
+        images, labels = _test_images({"dataset": name}, n, data_root)
+        client = FheClient(bundle)
+        started = time.perf_counter()
+        client.keygen()
+        keygen_s = time.perf_counter() - started
+        started = time.perf_counter()
+        client_id = service.upload_keys(client.evaluation_keys())
+        upload_s = time.perf_counter() - started
+        rows = []
+        correct = 0
+        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+            started = time.perf_counter()
+            logits = client.decrypt(service.classify(client_id, client.encrypt(image.numpy())))
+            seconds = time.perf_counter() - started
+            predicted = int(np.argmax(logits))
+            correct += predicted == int(label)
+            rows.append([index, int(label), predicted, _ms(seconds)])
+    finally:
+        service.close()
+    print_table(
+        f"{url}: {correct}/{len(rows)} correct "
+        f"(keygen {keygen_s:.1f}s, key upload {upload_s:.1f}s)",
+        ["image", "label", "predicted", "round trip"],
+        rows,
+    )
+
+
+def main() -> None:
+    try:
+        fhe_app()
+    except RobustlabError as error:
+        errors.print(f"[bold red]error:[/] {error}", markup=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

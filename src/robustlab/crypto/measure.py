@@ -1,0 +1,131 @@
+"""Timings and agreement: Table 3.1's rows (plain float, plain integer, encrypted) measured on
+the machine at hand, and an encrypted batch checked against the plain integer network.
+
+Each latency is for one image at a time (batch size 1), as a client would send them; the
+encrypted row runs the real protocol in process (keygen, encrypt, evaluate, decrypt).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustlab.crypto.network import IntegerNetwork
+from robustlab.crypto.protocol import ClientBundle, FheClient, FheServer
+
+
+def float_latency(model: nn.Module, images: torch.Tensor, repeats: int = 1) -> float:
+    """Seconds per image of the float model, one image per call."""
+    model.eval()
+    with torch.no_grad():
+        model(images[:1])  # warm-up
+        started = time.perf_counter()
+        for _ in range(repeats):
+            for image in images:
+                model(image[None])
+    return (time.perf_counter() - started) / (repeats * len(images))
+
+
+def integer_latency(network: IntegerNetwork, images: torch.Tensor, repeats: int = 1) -> float:
+    """Seconds per image of the plain integer network, one image per call."""
+    inputs = network.quantize_inputs(images)
+    network.forward(inputs[:1])
+    started = time.perf_counter()
+    for _ in range(repeats):
+        for row in inputs:
+            network.forward(row[None])
+    return (time.perf_counter() - started) / (repeats * len(inputs))
+
+
+@dataclass(frozen=True)
+class EncryptedRun:
+    images: int
+    accuracy: float
+    plain_accuracy: float
+    agreement: float
+    """Share of images whose decrypted logits equal the plain integer logits exactly."""
+    keygen_s: float
+    encrypt_s: float
+    run_s: float
+    decrypt_s: float
+    """Per image, except keygen (once per client)."""
+    evaluation_key_bytes: int
+    input_bytes: int
+    output_bytes: int
+    mismatches: list[int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def encrypted_run(
+    artifact: str | Path,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    seed: int | None = None,
+) -> EncryptedRun:
+    """Encrypt, evaluate and decrypt ``images`` one by one through the client/server protocol."""
+    server = FheServer(artifact)
+    network = IntegerNetwork.load(Path(artifact) / "network.npz")
+    client = FheClient(ClientBundle.from_artifact(artifact))
+    started = time.perf_counter()
+    client.keygen(seed)
+    keygen_s = time.perf_counter() - started
+    keys = client.evaluation_keys()
+    client_id = server.register(keys)
+    plain = network.logits(images)
+    encrypt_s = run_s = decrypt_s = 0.0
+    correct = agree = 0
+    mismatches: list[int] = []
+    input_bytes = output_bytes = 0
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        t0 = time.perf_counter()
+        message = client.encrypt(image.numpy())
+        t1 = time.perf_counter()
+        answer = server.evaluate(client_id, message)
+        t2 = time.perf_counter()
+        logits = client.decrypt(answer)
+        t3 = time.perf_counter()
+        encrypt_s, run_s, decrypt_s = encrypt_s + t1 - t0, run_s + t2 - t1, decrypt_s + t3 - t2
+        input_bytes, output_bytes = len(message), len(answer)
+        correct += int(logits.argmax() == int(label))
+        if np.array_equal(logits, plain[index]):
+            agree += 1
+        else:
+            mismatches.append(index)
+    count = max(len(images), 1)
+    plain_correct = int((plain.argmax(axis=1) == labels.numpy()).sum())
+    return EncryptedRun(
+        images=len(images),
+        accuracy=correct / count,
+        plain_accuracy=plain_correct / count,
+        agreement=agree / count,
+        keygen_s=keygen_s,
+        encrypt_s=encrypt_s / count,
+        run_s=run_s / count,
+        decrypt_s=decrypt_s / count,
+        evaluation_key_bytes=len(keys),
+        input_bytes=input_bytes,
+        output_bytes=output_bytes,
+        mismatches=mismatches,
+    )
+
+
+def accuracy(predicted: np.ndarray[Any, Any], labels: torch.Tensor) -> float:
+    return float((np.asarray(predicted) == labels.numpy()).mean()) if len(labels) else 0.0
+
+
+def float_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        predicted = torch.cat(
+            [model(images[i : i + 1000]).argmax(1) for i in range(0, len(images), 1000)]
+        )
+    return float((predicted == labels).float().mean())

@@ -1,0 +1,146 @@
+"""Quantisation-aware fine-tuning: train the float model through a simulation of its integer
+network, so the weights learn to live with 3-bit weights, few-level activations and rounded
+accumulators.
+
+The simulation uses the scales of a post-training quantisation (``calibrate``) and rounds with
+straight-through gradients: pixels to ``input_levels`` steps, weights to their integer grid,
+each pre-activation to its table's step (2**lsbs accumulator units), each activation to its
+levels. Scales are recalibrated every epoch, and the caller quantises the result once more.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustlab.crypto.layers import Lookup
+from robustlab.crypto.program import Affine
+from robustlab.crypto.quantize import Calibrated, QuantSpec, calibrate
+from robustlab.models import Classifier
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 3
+    lr: float = 3e-4
+    batch_size: int = 128
+    seed: int = 0
+
+
+def _ste_round(x: torch.Tensor) -> torch.Tensor:
+    """round(x) forward, identity backward."""
+    return x + (torch.round(x) - x).detach()
+
+
+def _modules(model: nn.Module) -> list[nn.Module]:
+    """The body's modules in the order ``read_program`` reads them (inference no-ops out)."""
+    body = model.body if isinstance(model, Classifier) else model
+    return [
+        m for m in body.modules() if not isinstance(m, (nn.Sequential, nn.Dropout, nn.Identity))
+    ]
+
+
+def _simulation(
+    model: nn.Module, calibrated: Calibrated, spec: QuantSpec
+) -> Callable[..., torch.Tensor]:
+    """A differentiable forward pass that rounds wherever the integer network rounds."""
+    modules = _modules(model)
+    program, units = calibrated.program, calibrated.units
+    layers = calibrated.network.layers
+    assert len(modules) == len(program), "program and modules must correspond"
+    levels = spec.input_levels
+    qmax_w = 2 ** (spec.weight_bits - 1) - 1
+    qmax_a = 2**spec.activation_bits - 1
+    normalize = model.normalize if isinstance(model, Classifier) else nn.Identity()
+    first = next(i for i, op in enumerate(program) if isinstance(op, Affine))
+    std = getattr(normalize, "std", torch.ones(1, 1, 1)).reshape(-1)
+
+    def weight_steps(index: int, module: nn.Linear | nn.Conv2d) -> torch.Tensor:
+        """Real-weight step per output channel (and per input feature for the first layer)."""
+        previous = units[index - 1] if index > 0 else None
+        step_out = torch.as_tensor(units[index], dtype=torch.float32)
+        in_unit = 1.0 if previous is None or index == first else float(previous.reshape(-1)[0])
+        weight = module.weight
+        if isinstance(module, nn.Linear):
+            step = step_out.reshape(-1, 1).expand(weight.shape[0], 1) / in_unit
+            if index == first:
+                per_feature = std.repeat_interleave(weight.shape[1] // std.numel())
+                step = step * (per_feature * levels).reshape(1, -1)
+            return step
+        step = step_out.reshape(-1, 1, 1, 1).expand(weight.shape[0], 1, 1, 1) / in_unit
+        if index == first:
+            step = step * (std * levels).reshape(1, -1, 1, 1)
+        return step
+
+    steps = {
+        i: weight_steps(i, m).detach()
+        for i, m in enumerate(modules)
+        if isinstance(m, (nn.Linear, nn.Conv2d))
+    }
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        h = normalize(_ste_round(x.clamp(0, 1) * levels) / levels)
+        for index, module in enumerate(modules):
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                step = steps[index]
+                weight = torch.clamp(_ste_round(module.weight / step), -qmax_w, qmax_w) * step
+                if isinstance(module, nn.Linear):
+                    h = F.linear(h, weight, module.bias)
+                else:
+                    h = F.conv2d(h, weight, module.bias, stride=module.stride)
+            elif isinstance(module, nn.ReLU):
+                lookup = layers[index]
+                assert isinstance(lookup, Lookup)
+                unit = torch.as_tensor(units[index - 1], dtype=torch.float32)
+                shape = (1, -1) + (1,) * (h.ndim - 2)
+                pre_step = (
+                    (unit * 2.0**lookup.lsbs).reshape(shape)
+                    if unit.numel() > 1
+                    else unit * 2.0**lookup.lsbs
+                )
+                h = _ste_round(h / pre_step) * pre_step
+                scale = float(units[index].reshape(-1)[0])
+                h = torch.clamp(_ste_round(F.relu(h) / scale), 0, qmax_a) * scale
+            else:
+                h = module(h)
+        logits: torch.Tensor = h
+        return logits
+
+    return forward
+
+
+def finetune(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    spec: QuantSpec,
+    config: FinetuneConfig | None = None,
+    *,
+    calibration: torch.Tensor | None = None,
+) -> nn.Module:
+    """A copy of ``model`` fine-tuned through its integer network's simulation on
+    (``images``, ``labels``), training data; ``calibration`` defaults to its first 5,000."""
+    config = config or FinetuneConfig()
+    tuned = copy.deepcopy(model).cpu()
+    cal = calibration if calibration is not None else images[:5000]
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(tuned.parameters(), lr=config.lr)
+    for _ in range(config.epochs):
+        tuned.eval()
+        calibrated = calibrate(tuned, cal, spec)
+        forward = _simulation(tuned, calibrated, spec)
+        tuned.train()
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(images), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            loss = F.cross_entropy(forward(images[batch]), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+    tuned.eval()
+    return tuned

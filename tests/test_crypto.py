@@ -1,0 +1,242 @@
+"""Integer networks in the clear: rounding, quantisation, bounds, files, envelopes.
+
+Needs no FHE library; the encrypted path is in test_crypto_fhe.py and the service in
+test_crypto_service.py.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustlab.attacks import PGD
+from robustlab.crypto import ArtifactError, IntegerNetwork, QuantSpec, quantize
+from robustlab.crypto.cnn import sum_pool_cnn
+from robustlab.crypto.envelope import open_envelope, seal
+from robustlab.crypto.errors import EnvelopeError, MismatchError, UnsupportedModelError
+from robustlab.crypto.layers import PLAIN, Dense, Lookup
+from robustlab.crypto.qat import FinetuneConfig, finetune
+from robustlab.crypto.quantize import rounding_plan
+from robustlab.crypto.robustness import integer_robustness
+from robustlab.crypto.rounding import round_lsbs, signed_bits
+from robustlab.data import Split, dataset_info, load_split
+from robustlab.models import Classifier, Normalize, build_model
+
+DIGITS = dataset_info("digits")
+
+
+def train_quickly(model: nn.Module, train: Split, epochs: int = 150, lr: float = 1e-2) -> nn.Module:
+    """Full-batch Adam on the 1,437 digits: a second or two on one core."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        loss = F.cross_entropy(model(train.images), train.labels)
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+    return model.eval()
+
+
+@functools.cache
+def digits() -> tuple[Split, Split]:
+    return load_split("digits", "train"), load_split("digits", "test")
+
+
+@functools.cache
+def digits_mlp(width: int = 16) -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model(
+        "mlp",
+        input_shape=DIGITS.input_shape,
+        num_classes=10,
+        mean=DIGITS.mean,
+        std=DIGITS.std,
+        depth=1,
+        width=width,
+    )
+    return train_quickly(model, digits()[0])
+
+
+def accuracy(network: IntegerNetwork, split: Split) -> float:
+    return float((network.predict(split.images) == split.labels.numpy()).mean())
+
+
+def float_accuracy(model: nn.Module, split: Split) -> float:
+    with torch.no_grad():
+        return float((model(split.images).argmax(1) == split.labels).float().mean())
+
+
+# -- rounding ---------------------------------------------------------------------------------
+
+
+def test_round_lsbs_is_concretes_rounding() -> None:
+    x = np.arange(-300, 300, dtype=np.int64)
+    for lsbs in range(0, 6):
+        unit = 1 << lsbs
+        expected = np.floor((x + unit / 2) / unit).astype(np.int64) * unit if lsbs else x
+        assert np.array_equal(round_lsbs(x, lsbs), expected)
+
+
+def test_round_lsbs_matches_concrete_in_the_clear() -> None:
+    fhe = pytest.importorskip("concrete.fhe", reason="concrete-python not installed")
+    x = np.arange(-300, 300, dtype=np.int64)
+    for lsbs in range(1, 6):
+        assert np.array_equal(round_lsbs(x, lsbs), fhe.round_bit_pattern(x, lsbs_to_remove=lsbs))
+
+
+def test_signed_bits_and_rounding_plan() -> None:
+    assert signed_bits(-1, 0) == 1 and signed_bits(-8, 7) == 4 and signed_bits(0, 8) == 5
+    bits, lsbs = rounding_plan(-100, 120, 6)
+    assert bits - lsbs == 6 and signed_bits(-100, 120) <= bits
+    # 127 rounds up to 128, which needs one more bit than 127 itself
+    bits, lsbs = rounding_plan(-128, 127, 4)
+    assert (bits, lsbs) == (9, 5)
+
+
+# -- quantisation -----------------------------------------------------------------------------
+
+
+def test_integer_mlp_tracks_the_float_model_on_digits() -> None:
+    train, test = digits()
+    model = digits_mlp()
+    float_acc = float_accuracy(model, test)
+    network = quantize(model, train.images, QuantSpec(4, 4, 4, 8))
+    assert float_acc > 0.9
+    assert accuracy(network, test) >= float_acc - 0.03
+    summary = network.summary()
+    assert summary["lookups_per_image"] == 16 and summary["lookup_layers"][0]["bits"] == 8
+    # Integer logits scaled back are close to the float logits.
+    with torch.no_grad():
+        reference = model(test.images[:50]).numpy()
+    scaled = network.logits(test.images[:50]) * network.output_scale
+    assert np.corrcoef(reference.ravel(), scaled.ravel())[0, 1] > 0.95
+
+
+def test_bounds_hold_for_extreme_inputs() -> None:
+    """Accumulators never leave the width their hints claim, whatever the image."""
+    train, _ = digits()
+    network = quantize(digits_mlp(), train.images, QuantSpec(3, 3, 2, 5))
+    dense = network.layers[1]
+    assert isinstance(dense, Dense)
+    levels = network.input_levels
+    pushes_up = (dense.weight.T > 0).astype(np.int64) * levels  # one image per hidden unit
+    pushes_down = (dense.weight.T < 0).astype(np.int64) * levels
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, levels + 1, size=(200, 64))
+    images = np.concatenate([pushes_up, pushes_down, noise]).reshape(-1, 1, 8, 8)
+
+    class Checking:
+        """PLAIN, asserting every hinted value fits its signed width."""
+
+        def hint(self, x: np.ndarray, bits: int) -> np.ndarray:
+            if bits:
+                assert x.min() >= -(1 << (bits - 1)) and x.max() <= (1 << (bits - 1)) - 1
+            return x
+
+        round = staticmethod(PLAIN.round)
+        lookup = staticmethod(PLAIN.lookup)
+        conv2d = staticmethod(PLAIN.conv2d)
+
+    network.forward(images, Checking())  # type: ignore[arg-type]
+    lookup = network.layers[2]
+    assert isinstance(lookup, Lookup) and lookup.lookup_bits == 5
+
+
+def test_sum_pool_cnn_quantises() -> None:
+    train, test = digits()
+    torch.manual_seed(0)
+    body = sum_pool_cnn(DIGITS.input_shape, 10, channels=4, kernel=3, pool=2)
+    model = train_quickly(Classifier(Normalize(DIGITS.mean, DIGITS.std), body), train)
+    network = quantize(model, train.images, QuantSpec(4, 4, 4, 8))
+    assert float_accuracy(model, test) > 0.85
+    assert accuracy(network, test) >= float_accuracy(model, test) - 0.04
+    assert network.summary()["lookups_per_image"] == 4 * 6 * 6
+
+
+def test_unsupported_layers_are_named() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 10)
+    )
+    with pytest.raises(UnsupportedModelError, match=r"MaxPool2d.*supported"):
+        quantize(model, torch.rand(4, 1, 8, 8))
+    padded = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(128, 10)
+    )
+    with pytest.raises(UnsupportedModelError, match="padding=0"):
+        quantize(padded, torch.rand(4, 1, 8, 8))
+    with pytest.raises(Exception, match="lookup_bits must be an integer in \\[1, 8\\]"):
+        QuantSpec(lookup_bits=9)
+
+
+def test_finetuning_keeps_or_improves_a_coarse_network() -> None:
+    train, test = digits()
+    spec = QuantSpec(3, 2, 1, 5)
+    model = digits_mlp()
+    before = accuracy(quantize(model, train.images, spec), test)
+    tuned = finetune(
+        model, train.images, train.labels, spec, FinetuneConfig(epochs=4, lr=1e-3, batch_size=64)
+    )
+    after = accuracy(quantize(tuned, train.images, spec), test)
+    assert after >= before - 0.02
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), tuned.state_dict().values(), strict=True)
+    )
+
+
+def test_integer_network_under_attack_on_its_float_surrogate() -> None:
+    train, test = digits()
+    model = digits_mlp()
+    network = quantize(model, train.images, QuantSpec(4, 4, 4, 8))
+    result = integer_robustness(
+        model, network, test.images[:100], test.labels[:100], PGD(eps=0.3, steps=10)
+    )
+    assert result.images == 100
+    assert result.float_robust < result.float_clean - 0.3  # an undefended model breaks
+    assert result.integer_robust < result.integer_clean
+    assert 0.0 <= result.integer_robust <= 1.0
+
+
+# -- files and envelopes ----------------------------------------------------------------------
+
+
+def test_integer_network_file_round_trip_and_damage(tmp_path) -> None:
+    train, test = digits()
+    network = quantize(digits_mlp(), train.images[:500], QuantSpec(3, 3, 1, 6), meta={"note": "x"})
+    path = network.save(tmp_path / "network.npz")
+    loaded = IntegerNetwork.load(path)
+    assert np.array_equal(loaded.logits(test.images), network.logits(test.images))
+    assert loaded.fingerprint() == network.fingerprint() and loaded.meta["note"] == "x"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match="not an integer-network file"):
+        IntegerNetwork.load(path)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        IntegerNetwork.load(tmp_path / "missing.npz")
+
+
+def test_envelopes_refuse_damage_and_mix_ups() -> None:
+    message = seal("input", "circuit-a", "key-a", b"payload" * 10)
+    assert (
+        open_envelope(message, kind="input", circuit="circuit-a", key="key-a").payload
+        == b"payload" * 10
+    )
+    with pytest.raises(EnvelopeError, match="not a robustlab FHE message"):
+        open_envelope(b"garbage", kind="input")
+    with pytest.raises(EnvelopeError, match="truncated"):
+        open_envelope(message[:-3], kind="input")
+    corrupted = bytearray(message)
+    corrupted[-1] ^= 0xFF
+    with pytest.raises(EnvelopeError, match="corrupted"):
+        open_envelope(bytes(corrupted), kind="input")
+    with pytest.raises(MismatchError, match="holds an encrypted input, but evaluation keys"):
+        open_envelope(message, kind="evaluation-keys")
+    with pytest.raises(MismatchError, match="made for circuit circuit-a"):
+        open_envelope(message, kind="input", circuit="circuit-b")
+    with pytest.raises(MismatchError, match="belongs to key set key-a"):
+        open_envelope(message, kind="input", key="key-b")

@@ -1,0 +1,187 @@
+"""The encrypted path with concrete-python: bit-identity with the plain integer network,
+client/server protocol errors, and the ``robustlab fhe`` commands.
+
+A real TFHE circuit small enough for CI (8×8 digits, 8 hidden units, 4-bit tables: keygen in
+seconds) runs end to end; larger networks are checked with concrete's ``simulate()``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("concrete.fhe", reason="concrete-python not installed (the fhe extra)")
+
+from typer.testing import CliRunner
+
+from robustlab.config import TrialConfig, parse_config
+from robustlab.crypto import QuantSpec, quantize
+from robustlab.crypto.artifact import compile_artifact
+from robustlab.crypto.backend import CompileOptions, compile_network
+from robustlab.crypto.cli import fhe_app
+from robustlab.crypto.cnn import sum_pool_cnn
+from robustlab.crypto.errors import ArtifactError, EnvelopeError, MismatchError
+from robustlab.crypto.layers import Dense
+from robustlab.crypto.measure import encrypted_run
+from robustlab.crypto.protocol import ClientBundle, FheClient, FheServer
+from robustlab.models import Classifier, Normalize
+from robustlab.train import train_trial
+from tests.test_crypto import DIGITS, digits, digits_mlp, train_quickly
+
+SMALL = QuantSpec(weight_bits=3, activation_bits=2, input_bits=2, lookup_bits=4)
+
+
+def extreme_images(network, count: int = 4) -> np.ndarray:
+    """Images that drive hidden units to their largest and smallest accumulators."""
+    shape = (-1, *network.input_shape)
+    blank = np.zeros((2, int(np.prod(network.input_shape))), dtype=np.int64)
+    blank[1] = network.input_levels
+    dense = network.layers[1]
+    if not isinstance(dense, Dense):  # a CNN: all-black and all-white images
+        return blank.reshape(shape)
+    up = (dense.weight.T[:count] > 0) * network.input_levels
+    down = (dense.weight.T[:count] < 0) * network.input_levels
+    return np.concatenate([up, down, blank]).astype(np.int64).reshape(shape)
+
+
+@pytest.fixture(scope="module")
+def small_artifact(tmp_path_factory) -> Path:
+    train, _ = digits()
+    network = quantize(digits_mlp(8), train.images, SMALL)
+    directory = tmp_path_factory.mktemp("artifact")
+    compile_artifact(directory, network, network.quantize_inputs(train.images[:20]))
+    return directory
+
+
+def test_encrypted_logits_equal_plain_integer_logits(small_artifact: Path) -> None:
+    _, test = digits()
+    result = encrypted_run(small_artifact, test.images[:4], test.labels[:4], seed=1)
+    assert result.agreement == 1.0 and result.mismatches == []
+    assert result.accuracy == result.plain_accuracy
+    assert result.keygen_s > 0 and result.run_s > 0 and result.evaluation_key_bytes > 0
+
+
+def test_extreme_images_are_exact_under_encryption(small_artifact: Path) -> None:
+    """Worst-case accumulators (not in the input set) still decrypt to the plain logits."""
+    server = FheServer(small_artifact)
+    client = FheClient(ClientBundle.from_artifact(small_artifact))
+    client.keygen(seed=2)
+    client_id = server.register(client.evaluation_keys())
+    network = quantize(digits_mlp(8), digits()[0].images, SMALL)
+    for image in extreme_images(network, 2):
+        pixels = image / network.input_levels
+        logits = client.decrypt(server.evaluate(client_id, client.encrypt(pixels)))
+        assert np.array_equal(logits, network.forward(image[None])[0])
+
+
+def test_simulated_larger_networks_equal_plain(tmp_path) -> None:
+    """8-bit tables on a wider MLP and a sum-pooling CNN, checked with simulate()."""
+    train, test = digits()
+    torch.manual_seed(0)
+    cnn = train_quickly(
+        Classifier(Normalize(DIGITS.mean, DIGITS.std), sum_pool_cnn(DIGITS.input_shape, 10)), train
+    )
+    for model in (digits_mlp(32), cnn):
+        network = quantize(model, train.images, QuantSpec(4, 4, 4, 8))
+        circuit = compile_network(
+            network, network.quantize_inputs(train.images[:20]), CompileOptions(simulation=True)
+        )
+        inputs = np.concatenate(
+            [network.quantize_inputs(test.images[:30]), extreme_images(network)]
+        )
+        for image in inputs:
+            assert np.array_equal(circuit.simulate(image[None]), network.forward(image[None]))
+
+
+def test_mismatched_keys_circuits_and_bytes_are_refused(small_artifact: Path, tmp_path) -> None:
+    _, test = digits()
+    image = test.images[0].numpy()
+    server = FheServer(small_artifact)
+    alice, bob = (FheClient(ClientBundle.from_artifact(small_artifact)) for _ in range(2))
+    alice.keygen(seed=3)
+    bob.keygen(seed=4)
+    alice_id, bob_id = (
+        server.register(alice.evaluation_keys()),
+        server.register(bob.evaluation_keys()),
+    )
+    answer = server.evaluate(alice_id, alice.encrypt(image))
+    with pytest.raises(MismatchError, match="belongs to key set"):
+        server.evaluate(bob_id, alice.encrypt(image))  # wrong evaluation keys
+    with pytest.raises(MismatchError, match="belongs to key set"):
+        bob.decrypt(answer)  # wrong secret key
+    with pytest.raises(MismatchError, match="unknown client"):
+        server.evaluate("0" * 64, alice.encrypt(image))
+    corrupted = bytearray(alice.encrypt(image))
+    corrupted[len(corrupted) // 2] ^= 0x55
+    with pytest.raises(EnvelopeError, match="corrupted"):
+        server.evaluate(alice_id, bytes(corrupted))
+    with pytest.raises(MismatchError, match="holds evaluation keys"):
+        server.evaluate(alice_id, alice.evaluation_keys())
+    # Another circuit: same model, other bits.
+    other = tmp_path / "other"
+    train, _ = digits()
+    network = quantize(digits_mlp(8), train.images, QuantSpec(3, 2, 1, 4))
+    compile_artifact(other, network, network.quantize_inputs(train.images[:20]))
+    with pytest.raises(MismatchError, match="made for circuit"):
+        FheServer(other).register(alice.evaluation_keys())
+    # Secret keys survive a file round trip; a damaged artifact is named.
+    alice.save_keys(tmp_path / "alice.keys")
+    again = FheClient(ClientBundle.from_artifact(small_artifact))
+    again.load_keys(tmp_path / "alice.keys")
+    assert again.key_id == alice.key_id
+    assert np.array_equal(again.decrypt(answer), alice.decrypt(answer))
+    (other / "client.json").write_text("{}")
+    with pytest.raises(ArtifactError, match="modified after compiling"):
+        FheServer(other)
+
+
+def test_fhe_commands_compile_run_and_table(tmp_path) -> None:
+    raw = {
+        "experiment": "fhe",
+        "trial": "digits-mlp",
+        "data": {"dataset": "digits"},
+        "model": {"name": "mlp", "options": {"depth": 1, "width": 8}},
+        "device": "cpu",
+        "phases": [{"name": "clean", "epochs": 15, "batch_size": 64}],
+        "evaluation": {"train_subset": 0},
+    }
+    config: TrialConfig = parse_config(TrialConfig, raw, source="test")
+    run_dir = tmp_path / "run"
+    train_trial(config, run_dir)
+    runner = CliRunner()
+    compiled = runner.invoke(
+        fhe_app,
+        [
+            "compile",
+            str(run_dir),
+            "--bits",
+            "3",
+            "--activation-bits",
+            "2",
+            "--input-bits",
+            "2",
+            "--lookup-bits",
+            "4",
+            "--inputset",
+            "10",
+        ],
+    )
+    assert compiled.exit_code == 0, compiled.output
+    assert "integer acc" in compiled.output
+    artifact = run_dir / "fhe"
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["dataset"] == "digits" and manifest["accuracy"]["integer"] > 0.5
+    ran = runner.invoke(fhe_app, ["run", str(artifact), "--n", "2", "--seed", "5"])
+    assert ran.exit_code == 0, ran.output
+    assert "100.00%" in ran.output  # bit-identical column
+    assert json.loads((artifact / "run.json").read_text())["agreement"] == 1.0
+    table = runner.invoke(fhe_app, ["table", str(artifact), "--n", "1"])
+    assert table.exit_code == 0, table.output
+    rows = json.loads((artifact / "table-3-1.json").read_text())["rows"]
+    assert [row["system"].split()[0] for row in rows] == ["plain", "plain", "encrypted"]
+    missing = runner.invoke(fhe_app, ["run", str(tmp_path / "nothing")])
+    assert missing.exit_code != 0 and "not an FHE artifact" in str(missing.exception)
