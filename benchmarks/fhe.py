@@ -1,21 +1,34 @@
-"""Encrypted inference measured: Table 3.1 re-measured and the accuracy/latency trade-off.
+"""Encrypted inference measured: Table 3.1 re-measured, the width × bit-width trade-off, and
+robustness through quantisation.
 
 Run: ``python benchmarks/fhe.py`` (needs the fhe extra and MNIST/Fashion-MNIST under the data
-root). For every dataset and hidden width it trains a 784→width→10 MLP, quantises it at each
-bit-width setting (post-training, then with quantisation-aware fine-tuning), compiles it with
-concrete-python and records: float and integer test accuracy, table lookups, bootstraps,
-concrete's cost estimate, key sizes, keygen time and per-image encrypted latency (one image at
-a time) with bit-identity against the plain integer network. It then writes Table 3.1's rows
-(plain float, plain integer, encrypted) for the fastest setting at ≥ 97% MNIST accuracy, and
-the integer network's robust accuracy for a PGD-trained model attacked through its float
-surrogate. Results: ``benchmarks/results/fhe.json``. Timings need a quiet machine.
+root; ``--quick`` for a smoke run). Results: ``benchmarks/results/fhe.json``.
+
+1. **Trade-off** (MNIST): for each hidden width a 784→width→10 MLP is trained, then for each
+   bit-width setting quantised post-training (PTQ) and with quantisation-aware fine-tuning
+   (QAT, scales fixed), compiled with concrete-python and run encrypted on a few test images:
+   float / PTQ / QAT accuracy on the whole test set, test images outside the calibrated
+   ranges, bootstraps, concrete's cost estimate, key sizes, keygen, per-image latency and
+   bit-identity with the plain integer network.
+2. **Chosen configuration** (``CHOSEN``: the fastest found at ≥ 97% MNIST integer accuracy
+   within 1.5 points of its float model) on MNIST and Fashion-MNIST with more encrypted
+   images: Table 3.1's rows (plain float, plain integer, encrypted), and the same network with
+   worst-case ranges for comparison.
+3. **Robustness**: a PGD-trained MLP of the chosen width; its integer networks (PTQ, QAT,
+   worst-case ranges) classify PGD images made on the float model; images that leave the
+   calibrated ranges are counted (their encrypted result could differ from the plain one).
+
+Duration: 27 minutes measured on the 2-core machine *while it was busy with other timed work*
+(nice 19, ``OMP_NUM_THREADS=1``); a quiet machine should take less. Timings need a quiet one.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +47,47 @@ from robustlab.models import build_model
 from robustlab.provenance import provenance
 
 # -- hyper-parameters ---------------------------------------------------------------------------
-EPOCHS = 30  # float training of each MLP (Adam, one-cycle, batch 128): ~12 s per width here
+EPOCHS = 30  # float training of each MLP (Adam, one-cycle, batch 128)
 BATCH = 128
 MAX_LR = 3e-3
-CALIBRATION = 5000  # training images for post-training calibration
+CALIBRATION = 5000  # training images that set scales and accumulator ranges (never test images)
 INPUTSET = 100  # training images concrete traces the circuit on
-TARGET = 0.97  # the issue's MNIST accuracy target for the headline row
-# weight, activation, input, lookup bits
-SPECS = ["3,3,1,6", "4,3,1,6", "4,4,2,7", "4,4,1,8"]
-WIDTHS = [16, 24, 32, 48]
+FINETUNE = FinetuneConfig(epochs=5, lr=1e-3)  # QAT through the integer network, scales fixed
+# worst-case ranges round so coarsely that lr 1e-3 wrecks the network (MNIST 48 W4 A4 I2 L5:
+# PTQ 92.0% → 83.5%); 1e-4 for 3 epochs gains a point (93.3%)
+WORST_CASE_FINETUNE = FinetuneConfig(epochs=3, lr=1e-4)
+TARGET = 0.97  # the issue's MNIST integer accuracy for the headline row
+TOLERANCE = 0.015  # ... within 1.5 points of the float model
+# DATASET:WIDTH:W,A,I,L (weight, activation, input, lookup bits), calibrated ranges (margin
+# 0.1 of the span), per-channel rounding. The first is the headline row (and the robustness
+# model): the fastest setting found at >= 97% MNIST. Fashion-MNIST needs finer inputs and tables
+# to stay within 1.5 points, so it is measured at the headline setting and at the one that does.
+CHOSEN = ["mnist:48:4,4,2,5", "fashion-mnist:48:4,4,2,5", "fashion-mnist:48:4,4,3,6"]
+MARGIN = 0.1
+WIDTHS = [16, 32, 48, 64]
+SPECS = ["3,3,1,5", "4,4,2,5", "4,4,2,6"]
+TRADE_OFF_IMAGES = 3  # encrypted test images per trade-off setting (latency, bit-identity)
+TABLE_IMAGES = 20  # encrypted test images for the chosen configuration
 ADVERSARIAL_EPS = 0.1  # PGD budget (pixels) for the adversarially trained model
+ADVERSARIAL_STEPS = 10  # PGD steps while training it; evaluation uses 50
+ROBUST_IMAGES = 1000
 
 
-def train_mlp(train: Split, name: str, width: int, *, adversarial: PGD | None = None) -> Any:
+def parse_spec(text: str, ranges: str = "calibrated") -> QuantSpec:
+    weight, activation, inputs, lookup = (int(v) for v in text.split(","))
+    return QuantSpec(
+        weight,
+        activation,
+        inputs,
+        lookup,
+        ranges="worst-case" if ranges == "worst-case" else "calibrated",
+        margin=MARGIN,
+    )
+
+
+def train_mlp(
+    train: Split, name: str, width: int, *, epochs: int = EPOCHS, adversarial: PGD | None = None
+) -> Any:
     torch.manual_seed(0)
     info = dataset_info(name)
     model = build_model(
@@ -59,9 +100,9 @@ def train_mlp(train: Split, name: str, width: int, *, adversarial: PGD | None = 
         width=width,
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=MAX_LR / 10)
-    steps = EPOCHS * ((len(train) + BATCH - 1) // BATCH)
+    steps = epochs * ((len(train) + BATCH - 1) // BATCH)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=MAX_LR, total_steps=steps)
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         order = torch.randperm(len(train))
         for start in range(0, len(train), BATCH):
             batch = order[start : start + BATCH]
@@ -78,17 +119,21 @@ def train_mlp(train: Split, name: str, width: int, *, adversarial: PGD | None = 
     return model.eval()
 
 
-def measure_setting(
-    model: Any, network: IntegerNetwork, train: Split, test: Split, encrypted: int
-) -> dict[str, Any]:
-    """Compile, then time ``encrypted`` test images through the real protocol."""
+def integer_accuracy(network: IntegerNetwork, test: Split) -> tuple[float, int]:
+    """Test accuracy and the number of test images outside the calibrated ranges."""
+    logits, inside = network.checked_logits(test.images)
+    return float((logits.argmax(1) == test.labels.numpy()).mean()), int((~inside).sum())
+
+
+def encrypted(network: IntegerNetwork, train: Split, test: Split, images: int) -> dict[str, Any]:
+    """Compile, then run ``images`` test images through the real client/server protocol."""
     with tempfile.TemporaryDirectory() as directory:
         started = time.perf_counter()
         manifest = compile_artifact(
             directory, network, network.quantize_inputs(train.images[:INPUTSET])
         )
         compile_s = time.perf_counter() - started
-        run = encrypted_run(directory, test.images[:encrypted], test.labels[:encrypted])
+        run = encrypted_run(directory, test.images[:images], test.labels[:images])
     return {
         "summary": manifest["summary"],
         "statistics": manifest["statistics"],
@@ -97,125 +142,182 @@ def measure_setting(
     }
 
 
-def sweep(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
-    train = load_split(name, "train", args.data_root)
-    test = load_split(name, "test", args.data_root)
+def setting(
+    model: Any, name: str, train: Split, test: Split, width: int, spec: QuantSpec, images: int
+) -> tuple[dict[str, Any], IntegerNetwork]:
+    """One row: PTQ and QAT accuracies, then the QAT network encrypted."""
+    cal = train.images[:CALIBRATION]
+    ptq_accuracy, ptq_outside = integer_accuracy(quantize(model, cal, spec), test)
+    config = FINETUNE if spec.ranges == "calibrated" else WORST_CASE_FINETUNE
+    tuned = finetune(model, train.images, train.labels, spec, config, calibration=cal)
+    network = tuned.network
+    qat_accuracy, outside = integer_accuracy(network, test)
+    row = {
+        "dataset": name,
+        "width": width,
+        "spec": spec.as_dict(),
+        "float_accuracy": float_accuracy(model, test.images, test.labels),
+        "ptq_accuracy": ptq_accuracy,
+        "ptq_test_out_of_range": ptq_outside,
+        "integer_accuracy": qat_accuracy,
+        "test_out_of_range": outside,
+        "finetune": {"epochs": config.epochs, "lr": config.lr},
+        **encrypted(network, train, test, images),
+    }
+    run = row["encrypted"]
+    print(
+        f"{name:13s} 784→{width:<3d}→10 W{spec.weight_bits} A{spec.activation_bits} "
+        f"I{spec.input_bits} L{spec.lookup_bits} {spec.ranges:10s} "
+        f"float {row['float_accuracy']:.2%} "
+        f"PTQ {ptq_accuracy:.2%} QAT {qat_accuracy:.2%} (out of range {outside}) "
+        f"PBS {row['statistics']['programmable_bootstraps']:4d} "
+        f"keygen {run['keygen_s']:.1f}s run {run['run_s']:.2f}s/img "
+        f"identical {run['agreement']:.0%} ({len(run['out_of_range'])} out of range)",
+        flush=True,
+    )
+    return row, network
+
+
+def trade_off(
+    args: argparse.Namespace, train: Split, test: Split, models: dict[tuple[str, int], Any]
+) -> list[dict[str, Any]]:
     rows = []
     for width in args.widths:
-        model = train_mlp(train, name, width)
-        float_acc = float_accuracy(model, test.images, test.labels)
+        if ("mnist", width) not in models:
+            models["mnist", width] = train_mlp(train, "mnist", width, epochs=args.epochs)
+        model = models["mnist", width]
         for text in args.specs:
-            spec = QuantSpec(*(int(v) for v in text.split(",")))
-            cal = train.images[:CALIBRATION]
-            ptq = quantize(model, cal, spec)
-            tuned = model
-            if args.finetune_epochs:
-                config = FinetuneConfig(epochs=args.finetune_epochs)
-                tuned = finetune(model, train.images, train.labels, spec, config)
-            network = quantize(tuned, cal, spec)
-            row = {
-                "dataset": name,
-                "width": width,
-                "spec": spec.as_dict(),
-                "float_accuracy": float_acc,
-                "ptq_accuracy": float((ptq.predict(test.images) == test.labels.numpy()).mean()),
-                "integer_accuracy": float(
-                    (network.predict(test.images) == test.labels.numpy()).mean()
-                ),
-                "finetune_epochs": args.finetune_epochs,
-                "float_s_per_image": float_latency(model, test.images[:200]),
-                "integer_s_per_image": integer_latency(network, test.images[:200]),
-                **measure_setting(tuned, network, train, test, args.encrypted_images),
-            }
+            spec = parse_spec(text)
+            row, _ = setting(model, "mnist", train, test, width, spec, args.trade_off_images)
             rows.append(row)
-            run = row["encrypted"]
-            print(
-                f"{name:13s} 784→{width:<3d}→10 bits {text:8s} float {float_acc:.2%} "
-                f"int {row['integer_accuracy']:.2%} (ptq {row['ptq_accuracy']:.2%}) "
-                f"PBS {row['statistics']['programmable_bootstraps']:4d} "
-                f"keygen {run['keygen_s']:.1f}s run {run['run_s']:.2f}s/img "
-                f"identical {run['agreement']:.0%}",
-                flush=True,
-            )
     return rows
 
 
-def table_3_1(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The thesis's table for the fastest MNIST setting at ≥ TARGET integer accuracy."""
-    good = [r for r in rows if r["dataset"] == "mnist" and r["integer_accuracy"] >= TARGET]
-    if not good:
-        return None
-    best = min(good, key=lambda r: r["encrypted"]["run_s"])
+def chosen(args: argparse.Namespace, entry: str, models: dict[tuple[str, int], Any]) -> Any:
+    """Table 3.1's rows for one chosen ``DATASET:WIDTH:SPEC``, and (for the headline entry) the
+    same network with worst-case ranges."""
+    name, width_text, spec_text = entry.split(":")
+    width = int(width_text)
+    train = load_split(name, "train", args.data_root)
+    test = load_split(name, "test", args.data_root)
+    if (name, width) not in models:
+        models[name, width] = train_mlp(train, name, width, epochs=args.epochs)
+    model = models[name, width]
+    spec = parse_spec(spec_text)
+    row, network = setting(model, name, train, test, width, spec, args.table_images)
+    worst = None
+    if entry == args.chosen[0]:
+        worst_spec = replace(spec, ranges="worst-case")
+        worst, _ = setting(model, name, train, test, width, worst_spec, args.trade_off_images)
+    run = row["encrypted"]
+    float_acc, integer_acc = row["float_accuracy"], row["integer_accuracy"]
     return {
-        "setting": {"width": best["width"], "spec": best["spec"]},
-        "rows": [
+        "entry": entry,
+        "setting": row,
+        "worst_case_ranges": worst,
+        "meets_targets": {
+            "integer_within_1.5_points": integer_acc >= float_acc - TOLERANCE,
+            "integer_at_least_97%": integer_acc >= TARGET if name == "mnist" else None,
+            "latency_at_most_1s": run["run_s"] <= 1.0,
+        },
+        "table_3_1": [
             {
-                "system": "plain float",
-                "accuracy": best["float_accuracy"],
-                "s_per_image": best["float_s_per_image"],
+                "system": "plain float (PyTorch)",
+                "accuracy": float_acc,
+                "s_per_image": float_latency(model, test.images[:200]),
             },
             {
-                "system": "plain integer",
-                "accuracy": best["integer_accuracy"],
-                "s_per_image": best["integer_s_per_image"],
+                "system": "plain integer (numpy)",
+                "accuracy": integer_acc,
+                "s_per_image": integer_latency(network, test.images[:200]),
             },
             {
-                "system": "encrypted (TFHE)",
-                "accuracy": best["encrypted"]["accuracy"],
-                "s_per_image": best["encrypted"]["run_s"],
+                "system": "encrypted (TFHE, concrete-python)",
+                "accuracy": run["accuracy"],
+                "images": run["images"],
+                "s_per_image": run["run_s"],
+                "client_s_per_image": run["encrypt_s"] + run["decrypt_s"],
+                "keygen_s": run["keygen_s"],
+                "evaluation_key_bytes": run["evaluation_key_bytes"],
+                "bit_identical": run["agreement"],
+                "out_of_range": len(run["out_of_range"]),
             },
         ],
-        "keygen_s": best["encrypted"]["keygen_s"],
-        "evaluation_key_bytes": best["encrypted"]["evaluation_key_bytes"],
         "thesis": {"plain_s_per_image": 1e-4, "encrypted_s_per_image": 300.0},
     }
 
 
 def robustness(args: argparse.Namespace) -> dict[str, Any]:
-    """A PGD-trained MLP; its integer network judged on PGD images made on the float model."""
+    """A PGD-trained MLP; its integer networks judged on PGD images made on the float model."""
     train = load_split("mnist", "train", args.data_root)
     test = load_split("mnist", "test", args.data_root)
-    attack = PGD(eps=ADVERSARIAL_EPS, steps=args.adversarial_steps)
-    model = train_mlp(train, "mnist", args.robust_width, adversarial=attack)
-    spec = QuantSpec(*(int(v) for v in args.specs[0].split(",")))
-    network = quantize(model, train.images[:CALIBRATION], spec)
+    _, width, spec_text = args.chosen[0].split(":")
+    training_attack = PGD(eps=ADVERSARIAL_EPS, steps=args.adversarial_steps)
+    model = train_mlp(train, "mnist", int(width), epochs=args.epochs, adversarial=training_attack)
+    spec = parse_spec(spec_text)
+    cal = train.images[:CALIBRATION]
+    networks = {
+        "ptq": quantize(model, cal, spec),
+        "qat": finetune(model, train.images, train.labels, spec, FINETUNE, calibration=cal).network,
+        "ptq_worst_case": quantize(model, cal, replace(spec, ranges="worst-case")),
+    }
     count = args.robust_images
-    evaluation = PGD(eps=ADVERSARIAL_EPS, steps=50)
-    result = integer_robustness(
-        model, network, test.images[:count], test.labels[:count], evaluation
-    )
+    attack = PGD(eps=ADVERSARIAL_EPS, steps=50)
+    results = {}
+    for label, network in networks.items():
+        result = integer_robustness(
+            model, network, test.images[:count], test.labels[:count], attack
+        )
+        results[label] = result.as_dict()
+        print(f"robustness {label}: {result.as_dict()}", flush=True)
     return {
-        "width": args.robust_width,
+        "width": int(width),
         "spec": spec.as_dict(),
         "eps": ADVERSARIAL_EPS,
-        **result.as_dict(),
+        "training_steps": args.adversarial_steps,
+        "evaluation": "PGD eps=0.1, 50 steps, on the float model; integer networks classify",
+        "integer_networks": results,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
     parser.add_argument("--widths", type=int, nargs="+", default=WIDTHS)
     parser.add_argument("--specs", nargs="+", default=SPECS, help="W,A,I,L bits per setting")
-    parser.add_argument("--finetune-epochs", type=int, default=3)
-    parser.add_argument("--encrypted-images", type=int, default=10)
-    parser.add_argument("--robust-width", type=int, default=32)
-    parser.add_argument("--robust-images", type=int, default=1000)
-    parser.add_argument("--adversarial-steps", type=int, default=10)
+    parser.add_argument("--chosen", nargs="+", default=CHOSEN, help="DATASET:WIDTH:W,A,I,L")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="float training epochs")
+    parser.add_argument("--trade-off-images", type=int, default=TRADE_OFF_IMAGES)
+    parser.add_argument("--table-images", type=int, default=TABLE_IMAGES)
+    parser.add_argument("--robust-images", type=int, default=ROBUST_IMAGES)
+    parser.add_argument("--adversarial-steps", type=int, default=ADVERSARIAL_STEPS)
+    parser.add_argument("--skip-trade-off", action="store_true")
     parser.add_argument("--skip-robustness", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke run: one width, few images")
+    parser.add_argument("--note", default="", help="saved with the results (e.g. 'busy machine')")
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fhe.json"))
     args = parser.parse_args()
+    if args.quick:
+        args.widths, args.specs, args.epochs = [16], SPECS[:1], 2
+        args.chosen = ["mnist:16:3,3,1,5", "fashion-mnist:16:3,3,1,5"]
+        args.table_images, args.trade_off_images, args.robust_images = 2, 1, 100
     started = time.perf_counter()
-    rows = [row for name in args.datasets for row in sweep(args, name)]
-    result: dict[str, Any] = {"settings": rows, "table_3_1": table_3_1(rows)}
+    models: dict[tuple[str, int], Any] = {}
+    result: dict[str, Any] = {"chosen": [chosen(args, entry, models) for entry in args.chosen]}
+    if not args.skip_trade_off:
+        mnist = (
+            load_split("mnist", "train", args.data_root),
+            load_split("mnist", "test", args.data_root),
+        )
+        result["trade_off"] = trade_off(args, *mnist, models)
     if not args.skip_robustness:
         result["robustness"] = robustness(args)
-        print(f"robustness: {result['robustness']}")
     result["seconds"] = time.perf_counter() - started
+    result["note"] = args.note
+    result["command"] = " ".join(["python", "benchmarks/fhe.py", *sys.argv[1:]])
     result["provenance"] = provenance()
     atomic_write_json(args.out, result)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} in {result['seconds'] / 60:.1f} min")
 
 
 if __name__ == "__main__":

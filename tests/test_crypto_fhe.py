@@ -65,36 +65,46 @@ def test_encrypted_logits_equal_plain_integer_logits(small_artifact: Path) -> No
     assert result.keygen_s > 0 and result.run_s > 0 and result.evaluation_key_bytes > 0
 
 
-def test_extreme_images_are_exact_under_encryption(small_artifact: Path) -> None:
-    """Worst-case accumulators (not in the input set) still decrypt to the plain logits."""
-    server = FheServer(small_artifact)
-    client = FheClient(ClientBundle.from_artifact(small_artifact))
-    client.keygen(seed=2)
-    client_id = server.register(client.evaluation_keys())
+def test_images_beyond_calibrated_ranges_are_reported(small_artifact: Path) -> None:
+    """Extreme images leave the calibrated ranges: the run lists them as out of range and
+    never counts them as agreeing; the in-range ones still decrypt to the plain logits."""
     network = quantize(digits_mlp(8), digits()[0].images, SMALL)
-    for image in extreme_images(network, 2):
-        pixels = image / network.input_levels
-        logits = client.decrypt(server.evaluate(client_id, client.encrypt(pixels)))
-        assert np.array_equal(logits, network.forward(image[None])[0])
+    extremes = extreme_images(network, 2)
+    pixels = torch.from_numpy(extremes / network.input_levels).float()
+    inside = network.in_range(pixels)
+    assert not inside.all()
+    labels = torch.zeros(len(pixels), dtype=torch.long)
+    result = encrypted_run(small_artifact, pixels, labels, seed=2)
+    assert result.out_of_range == [int(i) for i in np.flatnonzero(~inside)]
+    assert result.mismatches == []
 
 
 def test_simulated_larger_networks_equal_plain(tmp_path) -> None:
-    """8-bit tables on a wider MLP and a sum-pooling CNN, checked with simulate()."""
+    """A wider MLP and a sum-pooling CNN, both range modes, per-channel rounding (several
+    channel groups), checked with simulate(): every in-range image equals the plain network,
+    and in worst-case mode every image is in range, extreme ones included."""
     train, test = digits()
     torch.manual_seed(0)
     cnn = train_quickly(
         Classifier(Normalize(DIGITS.mean, DIGITS.std), sum_pool_cnn(DIGITS.input_shape, 10)), train
     )
     for model in (digits_mlp(32), cnn):
-        network = quantize(model, train.images, QuantSpec(4, 4, 4, 8))
-        circuit = compile_network(
-            network, network.quantize_inputs(train.images[:20]), CompileOptions(simulation=True)
-        )
-        inputs = np.concatenate(
-            [network.quantize_inputs(test.images[:30]), extreme_images(network)]
-        )
-        for image in inputs:
-            assert np.array_equal(circuit.simulate(image[None]), network.forward(image[None]))
+        for ranges in ("calibrated", "worst-case"):
+            spec = QuantSpec(4, 4, 4, 6, ranges=ranges)  # type: ignore[arg-type]
+            network = quantize(model, train.images, spec)
+            assert max(len(lookup.groups) for lookup in network.lookups) > 1
+            circuit = compile_network(
+                network, network.quantize_inputs(train.images[:20]), CompileOptions(simulation=True)
+            )
+            inputs = np.concatenate(
+                [network.quantize_inputs(test.images[:20]), extreme_images(network)]
+            )
+            logits, inside = network.checked_logits(inputs / network.input_levels)
+            assert inside[:20].all()
+            if ranges == "worst-case":
+                assert inside.all()
+            for image, plain in zip(inputs[inside], logits[inside], strict=True):
+                assert np.array_equal(circuit.simulate(image[None])[0], plain)
 
 
 def test_mismatched_keys_circuits_and_bytes_are_refused(small_artifact: Path, tmp_path) -> None:

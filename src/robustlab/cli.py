@@ -22,6 +22,7 @@ from robustlab.config import (
     parse_config,
 )
 from robustlab.console import ConsoleReporter, console, errors, print_table
+from robustlab.crypto.cli import fhe_app
 from robustlab.device import resolve_device
 from robustlab.errors import ConfigError, RobustlabError
 from robustlab.evaluate import RobustnessReport, evaluate_accuracy
@@ -39,6 +40,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="List, verify and download datasets.")
 app.add_typer(data_app, name="data")
+app.add_typer(fhe_app, name="fhe")  # concrete-python is imported only when a command needs it
 
 DATA_ROOT_HELP = "data root (default: $ROBUSTLAB_DATA, else ~/.cache/robustlab)"
 

@@ -2,8 +2,9 @@
 
 Clear weights multiply encrypted integers for free (leveled operations); every table lookup is
 a programmable bootstrap, preceded by concrete's exact rounding of the accumulator to the
-table's width. Bit widths come from the network's worst-case bounds through ``fhe.hint``, so
-the circuit is exact for every possible image, not only for those in the input set.
+table's width. Bit widths come from the network's hints (``fhe.hint``): worst-case bounds make
+the circuit exact for every possible image; calibrated ranges make it exact for every image
+``IntegerNetwork.checked_logits`` reports as in range, not only for those in the input set.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
@@ -47,13 +48,22 @@ def _mib(size: int) -> str:
 @fhe_app.command("compile")
 def compile_command(
     run_dir: Path = typer.Argument(..., help="a run directory written by `robustlab train`"),
-    bits: int = typer.Option(3, "--bits", help="weight bits (signed)"),
-    activation_bits: int = typer.Option(3, help="activation bits (table outputs)"),
-    input_bits: int = typer.Option(1, help="pixel bits (1: black and white)"),
-    lookup_bits: int = typer.Option(6, help="table input bits after exact rounding (<= 8)"),
+    bits: int = typer.Option(4, "--bits", help="weight bits (signed)"),
+    activation_bits: int = typer.Option(4, help="activation bits (table outputs)"),
+    input_bits: int = typer.Option(2, help="pixel bits (1: black and white)"),
+    lookup_bits: int = typer.Option(5, help="table input bits after exact rounding (<= 8)"),
     per_layer: bool = typer.Option(False, "--per-layer", help="one weight scale per layer"),
+    ranges: str = typer.Option(
+        "calibrated",
+        help="accumulator ranges: 'calibrated' (training images + margin; images beyond are "
+        "detected) or 'worst-case' (exact for every input, coarser tables)",
+    ),
+    margin: float = typer.Option(0.1, help="calibrated ranges widened by this share of span"),
+    global_rounding: bool = typer.Option(
+        False, "--global-rounding", help="one rounding for all channels (else per channel)"
+    ),
     finetune_epochs: int = typer.Option(0, help="quantisation-aware fine-tuning epochs"),
-    finetune_lr: float = typer.Option(3e-4, help="fine-tuning learning rate"),
+    finetune_lr: float = typer.Option(1e-3, help="fine-tuning learning rate"),
     calibration: int = typer.Option(5000, help="training images used for calibration"),
     inputset: int = typer.Option(100, help="training images concrete traces the circuit on"),
     out: Optional[Path] = typer.Option(None, help="artifact directory (default RUN_DIR/fhe)"),
@@ -68,6 +78,9 @@ def compile_command(
         input_bits=input_bits,
         lookup_bits=lookup_bits,
         per_channel=not per_layer,
+        ranges=_ranges(ranges),
+        margin=margin,
+        per_channel_rounding=not global_rounding,
     )
     trained = load_trained_model(RunDirectory(run_dir), torch.device("cpu"))
     name = trained.info.name
@@ -75,12 +88,15 @@ def compile_command(
     train = load_split(name, "train", root)
     test = load_split(name, "test", root)
     model = trained.model
+    cal = train.images[:calibration]
+    meta = {"run": str(run_dir), "dataset": name, "finetune_epochs": finetune_epochs}
     if finetune_epochs > 0:
         config = FinetuneConfig(epochs=finetune_epochs, lr=finetune_lr)
-        model = finetune(model, train.images, train.labels, spec, config)
-    network = quantize(
-        model, train.images[:calibration], spec, meta={"run": str(run_dir), "dataset": name}
-    )
+        tuned = finetune(model, train.images, train.labels, spec, config, calibration=cal)
+        model, network = tuned.model, replace(tuned.network, meta={**tuned.network.meta, **meta})
+    else:
+        network = quantize(model, cal, spec, meta=meta)
+    _, test_inside = network.checked_logits(test.images)
     accuracy = {
         "float": float_accuracy(trained.model, test.images, test.labels),
         "finetuned_float": float_accuracy(model, test.images, test.labels)
@@ -88,6 +104,7 @@ def compile_command(
         else None,
         "integer": float((network.predict(test.images) == test.labels.numpy()).mean()),
         "test_images": len(test),
+        "test_images_out_of_range": int((~test_inside).sum()),
     }
     directory = out or run_dir / "fhe"
     started = time.perf_counter()
@@ -106,11 +123,12 @@ def compile_command(
     stats, summary = manifest["statistics"], manifest["summary"]
     print_table(
         f"{run_dir} → {directory}",
-        ["float acc", "integer acc", "lookups", "PBS", "keys (bsk+ksk)", "compile"],
+        ["float acc", "integer acc", "out of range", "lookups", "PBS", "keys (bsk+ksk)", "compile"],
         [
             [
                 f"{accuracy['float']:.2%}",
                 f"{accuracy['integer']:.2%}",
+                f"{accuracy['test_images_out_of_range']}/{len(test)}",
                 summary["lookups_per_image"],
                 stats["programmable_bootstraps"],
                 _mib(stats["bootstrap_key_bytes"] + stats["keyswitch_key_bytes"]),
@@ -118,6 +136,14 @@ def compile_command(
             ]
         ],
     )
+
+
+def _ranges(value: str) -> Literal["calibrated", "worst-case"]:
+    if value == "calibrated":
+        return "calibrated"
+    if value == "worst-case":
+        return "worst-case"
+    raise ConfigError(f"--ranges must be 'calibrated' or 'worst-case', got {value!r}")
 
 
 def _test_images(
@@ -146,12 +172,22 @@ def run_command(
     atomic_write_json(artifact / "run.json", {**result.as_dict(), "provenance": provenance()})
     print_table(
         f"{artifact}: {result.images} encrypted test images",
-        ["accuracy", "plain acc", "bit-identical", "keygen", "encrypt", "run", "decrypt"],
+        [
+            "accuracy",
+            "plain acc",
+            "bit-identical",
+            "out of range",
+            "keygen",
+            "encrypt",
+            "run",
+            "decrypt",
+        ],
         [
             [
                 f"{result.accuracy:.2%}",
                 f"{result.plain_accuracy:.2%}",
                 f"{result.agreement:.2%}",
+                str(len(result.out_of_range)),
                 _ms(result.keygen_s),
                 _ms(result.encrypt_s),
                 _ms(result.run_s),
@@ -163,6 +199,11 @@ def run_command(
         f"evaluation keys {_mib(result.evaluation_key_bytes)}, encrypted image "
         f"{_mib(result.input_bytes)}, encrypted logits {_mib(result.output_bytes)}"
     )
+    if result.out_of_range:
+        console.print(
+            f"{len(result.out_of_range)} image(s) left the compiled ranges (not checked for "
+            f"bit-identity, not counted as agreeing): {result.out_of_range}"
+        )
     if result.mismatches:
         errors.print(
             f"decrypted logits differ from the plain network on images {result.mismatches}"
@@ -207,6 +248,7 @@ def table_command(
             "client_seconds_per_image": result.encrypt_s + result.decrypt_s,
             "keygen_s": result.keygen_s,
             "bit_identical": result.agreement,
+            "out_of_range": len(result.out_of_range),
         }
     )
     atomic_write_json(

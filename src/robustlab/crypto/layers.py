@@ -8,8 +8,9 @@ Everything else (matrix products with clear weights, additions, reshapes, sums) 
 that concrete traces as it is.
 
 Each layer also knows the worst-case range of its outputs for any input in range
-(``bounds``), so accumulators are sized for every possible image, adversarial ones included,
-not just for the images seen while compiling.
+(``bounds``). The quantiser sizes accumulators either from those bounds (exact for every
+possible image, adversarial ones included) or from calibration images plus a margin (narrower,
+so tables are finer); ``RangeCheck`` then tells, per image, whether every value fitted.
 """
 
 from __future__ import annotations
@@ -76,6 +77,25 @@ class PlainOps:
 
 
 PLAIN = PlainOps()
+
+
+class RangeCheck(PlainOps):
+    """``PLAIN`` that also notes, per image, whether every hinted value fits its width.
+
+    The hints are the compiled circuit's widths: an image whose values all fit is computed
+    exactly under encryption; one that overflows somewhere may decrypt to other logits, so it
+    must be reported, never counted as agreeing.
+    """
+
+    def __init__(self, images: int) -> None:
+        self.inside = np.ones(images, dtype=bool)
+
+    def hint(self, x: Tensor, bits: int) -> Tensor:
+        if bits > 0:
+            low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+            axes = tuple(range(1, x.ndim))
+            self.inside &= ((x >= low) & (x <= high)).all(axis=axes)
+        return x
 
 
 def _channel_shape(bounds: IntArray, ndim: int) -> IntArray:
@@ -184,36 +204,81 @@ class Flatten:
 
 
 @dataclass(frozen=True, eq=False)
+class Group:
+    """Channels of a ``Lookup`` that share one accumulator width and rounding."""
+
+    channels: IntArray
+    bits: int
+    lsbs: int
+
+
+@dataclass(frozen=True, eq=False)
 class Lookup:
-    """Round the accumulator to ``lsbs`` fewer bits, then one table per channel.
+    """Round each channel's accumulator to its own ``lsbs`` fewer bits, then one table per
+    channel.
 
     The table does ReLU and requantisation together (any elementwise function would do):
-    channel c maps the rounded value r to ``tables[c, r // 2**lsbs - low]``, clamped to the
-    table's ends. The rounded value has ``bits`` bits, so the lookup's input has
-    ``bits - lsbs`` bits; keeping that at most 8 is what makes the bootstrap affordable.
+    channel c maps the rounded value r to ``tables[c, r // 2**lsbs[c] - low[c]]``, clamped to
+    the table's ends. Channel c's rounded value has ``bits[c]`` bits, so its lookup reads
+    ``bits[c] - lsbs[c]`` bits; keeping that at most 8 is what makes the bootstrap affordable.
+    Rounding per channel lets each table span its own channel's range rather than the widest
+    one's; channels with equal (bits, lsbs) are rounded and looked up together (``groups``),
+    so the circuit has one slice per distinct width, not one per channel.
     """
 
-    lsbs: int
-    low: int
+    lsbs: IntArray
+    """(channels,) bits removed by exact rounding before the table."""
+    low: IntArray
+    """(channels,) entry 0 of channel c's table stands for the rounded value low[c]·2**lsbs[c]."""
     tables: IntArray
-    """(channels, entries) table values; entry 0 stands for the rounded value low·2**lsbs."""
-    bits: int
+    """(channels, entries) table values."""
+    bits: IntArray
+    """(channels,) signed width of the accumulator and of its rounded value."""
+
+    def __post_init__(self) -> None:
+        channels = self.tables.shape[0]
+        for name in ("lsbs", "low", "bits"):
+            if getattr(self, name).shape != (channels,):
+                raise ValueError(f"Lookup.{name} must have one entry per table ({channels})")
 
     @property
     def lookup_bits(self) -> int:
-        return self.bits - self.lsbs
+        """The widest table input, in bits."""
+        return int((self.bits - self.lsbs).max())
 
-    def activate(self, rounded: IntArray) -> IntArray:
-        """The table lookup on rounded accumulators of shape (N, C[, H, W])."""
-        channels, entries = self.tables.shape
-        index = np.clip((rounded >> np.int64(self.lsbs)) - self.low, 0, entries - 1)
-        rows = np.arange(channels).reshape((1, channels) + (1,) * (rounded.ndim - 2))
-        out: IntArray = self.tables[rows, index]
+    @property
+    def groups(self) -> list[Group]:
+        keys = sorted({(int(b), int(s)) for b, s in zip(self.bits, self.lsbs, strict=True)})
+        return [
+            Group(int_array(np.flatnonzero((self.bits == b) & (self.lsbs == s))), b, s)
+            for b, s in keys
+        ]
+
+    def activate(self, rounded: IntArray, channels: IntArray) -> IntArray:
+        """The table lookup of ``channels`` on their rounded accumulators (N, len(channels)[,
+        H, W])."""
+        entries = self.tables.shape[1]
+        shape = (1, len(channels)) + (1,) * (rounded.ndim - 2)
+        lsbs = self.lsbs[channels].reshape(shape)
+        index = np.clip((rounded >> lsbs) - self.low[channels].reshape(shape), 0, entries - 1)
+        out: IntArray = self.tables[channels.reshape(shape), index]
         return out
 
+    def _group(self, x: Tensor, ops: Ops, group: Group) -> Tensor:
+        rounded = ops.hint(ops.round(ops.hint(x, group.bits), group.lsbs), group.bits)
+
+        def table(values: IntArray) -> IntArray:  # concrete names the lookup after it
+            return self.activate(values, group.channels)
+
+        return ops.lookup(rounded, table)
+
     def __call__(self, x: Tensor, ops: Ops) -> Tensor:
-        rounded = ops.hint(ops.round(x, self.lsbs), self.bits)
-        return ops.lookup(rounded, self.activate)
+        groups = self.groups
+        if len(groups) == 1:
+            return self._group(x, ops, groups[0])
+        parts = tuple(self._group(x[:, group.channels], ops, group) for group in groups)
+        order = np.concatenate([group.channels for group in groups])
+        return np.concatenate(parts, axis=1)[:, np.argsort(order)]
 
     def bounds(self, low: IntArray, high: IntArray) -> Bounds:
         return self.tables.min(axis=1), self.tables.max(axis=1)

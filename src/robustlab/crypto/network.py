@@ -33,6 +33,7 @@ from robustlab.crypto.layers import (
     Layer,
     Lookup,
     Ops,
+    RangeCheck,
     SumPool,
     Tensor,
     int_array,
@@ -40,7 +41,7 @@ from robustlab.crypto.layers import (
 from robustlab.crypto.rounding import IntArray
 from robustlab.io import atomic_write_bytes
 
-FORMAT = "robustlab-integer-network/1"
+FORMAT = "robustlab-integer-network/2"
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,6 +84,25 @@ class IntegerNetwork:
     def predict(self, images: torch.Tensor | npt.NDArray[Any], batch_size: int = 1000) -> IntArray:
         return int_array(self.logits(images, batch_size).argmax(axis=1))
 
+    def checked_logits(
+        self, images: torch.Tensor | npt.NDArray[Any], batch_size: int = 1000
+    ) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+        """Integer logits and, per image, whether every accumulator fitted the width the
+        circuit was compiled for (True: the encrypted result equals these logits)."""
+        x = self.quantize_inputs(images)
+        logits, inside = [], []
+        for i in range(0, len(x), batch_size):
+            check = RangeCheck(len(x[i : i + batch_size]))
+            logits.append(self.forward(x[i : i + batch_size], check))
+            inside.append(check.inside)
+        if not logits:
+            return int_array(np.zeros((0, self.classes))), np.zeros(0, dtype=bool)
+        return int_array(np.concatenate(logits)), np.concatenate(inside)
+
+    def in_range(self, images: torch.Tensor | npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+        """Per image: True when it stays inside the compiled ranges (see ``checked_logits``)."""
+        return self.checked_logits(images)[1]
+
     @property
     def classes(self) -> int:
         last = self.layers[-1]
@@ -95,20 +115,28 @@ class IntegerNetwork:
         return [layer for layer in self.layers if isinstance(layer, Lookup)]
 
     def summary(self) -> dict[str, Any]:
-        """Sizes that set the encrypted cost: table lookups per image and their widths."""
-        luts = 0
+        """Sizes that set the encrypted cost: table lookups per image, their widths, and the
+        bits removed by exact rounding (each costs about one extra bootstrap per value)."""
+        luts = rounded = 0
         shape: tuple[int, ...] = (1, *self.input_shape)
         probe = np.zeros(shape, dtype=np.int64)
         for layer in self.layers:
             probe = layer(probe, PLAIN)
             if isinstance(layer, Lookup):
                 luts += int(probe.size)
+                rounded += int(layer.lsbs.sum()) * int(probe.size) // len(layer.lsbs)
         return {
             "input_shape": list(self.input_shape),
             "input_levels": self.input_levels,
             "lookups_per_image": luts,
+            "rounded_bits_per_image": rounded,
             "lookup_layers": [
-                {"lsbs": lookup.lsbs, "accumulator_bits": lookup.bits, "bits": lookup.lookup_bits}
+                {
+                    "lsbs": [int(v) for v in lookup.lsbs],
+                    "accumulator_bits": [int(v) for v in lookup.bits],
+                    "bits": lookup.lookup_bits,
+                    "groups": len(lookup.groups),
+                }
                 for lookup in self.lookups
             ],
             "accumulator_bits": max(
@@ -214,10 +242,10 @@ def _describe(layer: Layer, index: int, arrays: dict[str, IntArray]) -> dict[str
         return {"type": "flatten", "spatial": layer.spatial}
     return {
         "type": "lookup",
-        "lsbs": layer.lsbs,
-        "low": layer.low,
+        "lsbs": keep("lsbs", layer.lsbs),
+        "low": keep("low", layer.low),
         "tables": keep("tables", layer.tables),
-        "bits": layer.bits,
+        "bits": keep("bits", layer.bits),
     }
 
 
@@ -238,6 +266,9 @@ def _rebuild(entry: dict[str, Any], arrays: dict[str, IntArray]) -> Layer:
         return Flatten(int(entry["spatial"]))
     if kind == "lookup":
         return Lookup(
-            int(entry["lsbs"]), int(entry["low"]), arrays[entry["tables"]], int(entry["bits"])
+            arrays[entry["lsbs"]],
+            arrays[entry["low"]],
+            arrays[entry["tables"]],
+            arrays[entry["bits"]],
         )
     raise ValueError(f"unknown layer type {kind!r}")

@@ -5,7 +5,7 @@ accumulators.
 The simulation uses the scales of a post-training quantisation (``calibrate``) and rounds with
 straight-through gradients: pixels to ``input_levels`` steps, weights to their integer grid,
 each pre-activation to its table's step (2**lsbs accumulator units), each activation to its
-levels. Scales are recalibrated every epoch, and the caller quantises the result once more.
+levels. The scales are fixed before training and kept for the final quantisation.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from robustlab.crypto.layers import Lookup
+from robustlab.crypto.network import IntegerNetwork
 from robustlab.crypto.program import Affine
 from robustlab.crypto.quantize import Calibrated, QuantSpec, calibrate
 from robustlab.models import Classifier
@@ -26,10 +28,13 @@ from robustlab.models import Classifier
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    epochs: int = 3
-    lr: float = 3e-4
+    epochs: int = 5
+    lr: float = 1e-3
     batch_size: int = 128
     seed: int = 0
+    distill: float = 0.0
+    """Weight of the float model's soft labels in the loss (knowledge distillation; 0: off)."""
+    temperature: float = 2.0
 
 
 def _ste_round(x: torch.Tensor) -> torch.Tensor:
@@ -96,14 +101,10 @@ def _simulation(
             elif isinstance(module, nn.ReLU):
                 lookup = layers[index]
                 assert isinstance(lookup, Lookup)
-                unit = torch.as_tensor(units[index - 1], dtype=torch.float32)
                 shape = (1, -1) + (1,) * (h.ndim - 2)
-                pre_step = (
-                    (unit * 2.0**lookup.lsbs).reshape(shape)
-                    if unit.numel() > 1
-                    else unit * 2.0**lookup.lsbs
-                )
-                h = _ste_round(h / pre_step) * pre_step
+                unit = np.broadcast_to(units[index - 1], lookup.lsbs.shape)
+                pre_step = torch.as_tensor(unit * 2.0**lookup.lsbs, dtype=torch.float32)
+                h = _ste_round(h / pre_step.reshape(shape)) * pre_step.reshape(shape)
                 scale = float(units[index].reshape(-1)[0])
                 h = torch.clamp(_ste_round(F.relu(h) / scale), 0, qmax_a) * scale
             else:
@@ -114,6 +115,24 @@ def _simulation(
     return forward
 
 
+def _distillation(
+    logits: torch.Tensor, teacher: nn.Module, images: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL divergence from the float teacher's softened predictions, scaled by T²."""
+    with torch.no_grad():
+        target = F.softmax(teacher(images) / temperature, dim=1)
+    student = F.log_softmax(logits / temperature, dim=1)
+    return F.kl_div(student, target, reduction="batchmean") * temperature**2
+
+
+@dataclass(frozen=True, eq=False)
+class Finetuned:
+    model: nn.Module
+    """The fine-tuned float model (its own float accuracy is usually a little lower)."""
+    network: IntegerNetwork
+    """Its integer network, quantised with the scales it was trained under."""
+
+
 def finetune(
     model: nn.Module,
     images: torch.Tensor,
@@ -122,25 +141,38 @@ def finetune(
     config: FinetuneConfig | None = None,
     *,
     calibration: torch.Tensor | None = None,
-) -> nn.Module:
-    """A copy of ``model`` fine-tuned through its integer network's simulation on
-    (``images``, ``labels``), training data; ``calibration`` defaults to its first 5,000."""
+) -> Finetuned:
+    """``model`` fine-tuned through its integer network's simulation on (``images``,
+    ``labels``), training data, and quantised with the same scales; ``calibration`` (default:
+    the first 5,000 images) sets the scales once, before training, and the ranges after it.
+
+    The scales stay fixed: recalibrating them after training moves every rounding grid the
+    weights have just adapted to, which loses most of the gain."""
     config = config or FinetuneConfig()
-    tuned = copy.deepcopy(model).cpu()
+    tuned = copy.deepcopy(model).cpu().eval()
     cal = calibration if calibration is not None else images[:5000]
+    calibrated = calibrate(tuned, cal, spec)
+    forward = _simulation(tuned, calibrated, spec)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(tuned.parameters(), lr=config.lr)
+    steps = config.epochs * ((len(images) + config.batch_size - 1) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
+    teacher = copy.deepcopy(tuned).eval()
+    tuned.train()
     for _ in range(config.epochs):
-        tuned.eval()
-        calibrated = calibrate(tuned, cal, spec)
-        forward = _simulation(tuned, calibrated, spec)
-        tuned.train()
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(images), config.batch_size):
             batch = order[start : start + config.batch_size]
-            loss = F.cross_entropy(forward(images[batch]), labels[batch])
+            logits = forward(images[batch])
+            loss = F.cross_entropy(logits, labels[batch])
+            if config.distill > 0:
+                loss = (1 - config.distill) * loss + config.distill * _distillation(
+                    logits, teacher, images[batch], config.temperature
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
+            schedule.step()
     tuned.eval()
-    return tuned
+    network = calibrate(tuned, cal, spec, scales=calibrated.scales).network
+    return Finetuned(tuned, network)

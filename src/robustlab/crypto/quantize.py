@@ -10,16 +10,19 @@ scales so the integer network tracks the float one:
 * ReLU: one table per channel mapping the rounded accumulator to an ``activation_bits``-bit
   unsigned activation; its scale is calibrated on training images (least squared error of
   the quantised activations, measured through the integer layers before it);
-* accumulators: sized from worst-case interval bounds over every possible input image, then
-  rounded to ``lookup_bits`` bits before each table, the ≤ 8-bit input a bootstrap can afford.
+* accumulators: sized per channel from calibration images plus a margin (``ranges=
+  "calibrated"``; images beyond are detected at run time) or from worst-case interval bounds
+  over every possible input (``"worst-case"``), centred by a bias offset, then rounded per
+  channel to ``lookup_bits`` bits before each table, the ≤ 8-bit input a bootstrap can afford.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -35,7 +38,15 @@ from robustlab.crypto.layers import (
     int_array,
 )
 from robustlab.crypto.network import IntegerNetwork
-from robustlab.crypto.program import Affine, Flat, FloatArray, Operation, Pool, read_program
+from robustlab.crypto.program import (
+    Affine,
+    Flat,
+    FloatArray,
+    Operation,
+    Pool,
+    Relu,
+    read_program,
+)
 from robustlab.crypto.rounding import IntArray, round_scalar, signed_bits
 from robustlab.errors import ConfigError
 
@@ -58,6 +69,15 @@ class QuantSpec:
     """Width of every table's input after rounding; at most 8."""
     per_channel: bool = True
     """One weight scale per output channel of hidden layers (else one per layer)."""
+    ranges: Literal["calibrated", "worst-case"] = "calibrated"
+    """Accumulator ranges before each table: from calibration images plus ``margin``
+    (fine tables; an image beyond them is detected, see ``IntegerNetwork.checked_logits``),
+    or worst-case bounds over every possible input (exact for all, adversarial ones included,
+    but coarse tables)."""
+    margin: float = 0.1
+    """Calibrated ranges are widened by this share of their span on each side."""
+    per_channel_rounding: bool = True
+    """Each channel rounded to its own range (else one rounding for the widest channel)."""
 
     def __post_init__(self) -> None:
         for name, low, high in (
@@ -69,6 +89,10 @@ class QuantSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+        if self.ranges not in ("calibrated", "worst-case"):
+            raise ConfigError(f"ranges must be 'calibrated' or 'worst-case', got {self.ranges!r}")
+        if not 0.0 <= self.margin <= 10.0:
+            raise ConfigError(f"margin must be in [0, 10] (a share of the span), got {self.margin}")
 
     @property
     def input_levels(self) -> int:
@@ -128,7 +152,7 @@ def rounding_plan(low: int, high: int, lookup_bits: int) -> tuple[int, int]:
 
 @dataclass
 class _State:
-    """The integer tensor being built, its calibration values and worst-case bounds."""
+    """The integer tensor being built, its calibration values and its range per channel."""
 
     values: IntArray
     low: IntArray
@@ -139,8 +163,19 @@ class _State:
     """True between an affine layer and its ReLU: values still need a table."""
 
 
-def _broadcast(per_channel: FloatArray, ndim: int) -> FloatArray:
-    return per_channel.reshape((1, -1) + (1,) * (ndim - 2))
+def _broadcast(per_channel: npt.ArrayLike, ndim: int) -> Any:
+    return np.asarray(per_channel).reshape((1, -1) + (1,) * (ndim - 2))
+
+
+@dataclass(frozen=True, eq=False)
+class Scales:
+    """The scales a quantisation chose, by program index: given back to ``calibrate`` they
+    are kept, so a network fine-tuned under them quantises to what it was trained for."""
+
+    weights: dict[int, FloatArray] = field(default_factory=dict)
+    """Per affine operation: the real value of one accumulator unit per output channel."""
+    activations: dict[int, float] = field(default_factory=dict)
+    """Per ReLU: the real value of one activation step."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,6 +187,7 @@ class Calibrated:
     program: list[Operation]
     units: list[FloatArray]
     """After each program operation: the real value of one integer unit, per channel or one."""
+    scales: Scales
 
 
 def quantize(
@@ -171,9 +207,11 @@ def calibrate(
     calibration: torch.Tensor,
     spec: QuantSpec | None = None,
     *,
+    scales: Scales | None = None,
     meta: dict[str, Any] | None = None,
 ) -> Calibrated:
-    """``quantize``, keeping the scales."""
+    """``quantize``, keeping the scales; with ``scales`` (from an earlier ``calibrate``) the
+    weight and activation scales are those, and only the accumulator ranges are measured."""
     spec = spec or QuantSpec()
     if calibration.ndim != 4 or len(calibration) == 0:
         raise ConfigError("calibration images must be a non-empty (N, C, H, W) tensor")
@@ -181,25 +219,33 @@ def calibrate(
     input_shape = (c, h, w)
     program = read_program(model, input_shape, spec.input_levels)
     probe = IntegerNetwork(input_shape, spec.input_levels, (), 1.0)
-    values = probe.quantize_inputs(calibration)
     state = _State(
-        values=values,
+        values=probe.quantize_inputs(calibration),
         low=np.zeros(c, dtype=np.int64),
         high=np.full(c, spec.input_levels, dtype=np.int64),
         scale=np.ones(1),
         accumulator=False,
     )
+    fixed = scales or Scales()
+    chosen = Scales()
     layers: list[Layer] = []
     units: list[FloatArray] = []
     last_affine = max(i for i, op in enumerate(program) if isinstance(op, Affine))
     for index, operation in enumerate(program):
-        layer = _step(operation, state, spec, per_channel=spec.per_channel and index < last_affine)
-        if isinstance(layer, (Dense, Conv, SumPool)):
-            layer = layer.with_bits(state.low, state.high)
-        if isinstance(layer, Lookup) and isinstance(layers[-1], (Dense, Conv, SumPool)):
-            # the accumulator and its rounded value must be hinted to the same width, or
-            # concrete reads the difference as an overflow and removes one bit fewer
-            layers[-1] = replace(layers[-1], bits=layer.bits)
+        if isinstance(operation, Relu):
+            if not state.accumulator:
+                raise UnsupportedModelError(
+                    "a ReLU must follow a Linear or Conv2d layer (or its pooling)"
+                )
+            state.accumulator = False
+            layer: Layer = _lookup(state, spec, layers, fixed.activations.get(index))
+            chosen.activations[index] = float(state.scale[0])
+        else:
+            layer = _step(operation, state, spec, index < last_affine, fixed.weights.get(index))
+            if isinstance(operation, Affine):
+                chosen.weights[index] = state.scale.copy()
+            if isinstance(layer, (Dense, Conv, SumPool)):
+                layer = layer.with_bits(state.low, state.high)
         state.low, state.high = layer.bounds(state.low, state.high)
         state.values = layer(state.values, PLAIN)
         layers.append(layer)
@@ -211,11 +257,17 @@ def calibrate(
         output_scale=float(state.scale.reshape(-1)[0]),
         meta={"spec": spec.as_dict(), "calibration_images": len(calibration), **(meta or {})},
     )
-    return Calibrated(network, program, units)
+    return Calibrated(network, program, units, chosen)
 
 
-def _step(operation: Operation, state: _State, spec: QuantSpec, *, per_channel: bool) -> Layer:
-    """The integer layer for one float operation; updates ``state.scale`` and its kind."""
+def _step(
+    operation: Operation,
+    state: _State,
+    spec: QuantSpec,
+    hidden: bool,
+    weight_scales: FloatArray | None,
+) -> Layer:
+    """The integer layer for one float operation other than ReLU; updates ``state.scale``."""
     if isinstance(operation, Flat):
         spatial = int(np.prod(state.values.shape[2:])) if state.values.ndim > 2 else 1
         if state.scale.size > 1:
@@ -224,30 +276,36 @@ def _step(operation: Operation, state: _State, spec: QuantSpec, *, per_channel: 
     if isinstance(operation, Pool):
         state.scale = state.scale / operation.size**2
         return SumPool(operation.size)
-    if isinstance(operation, Affine):
-        if state.accumulator:
-            raise UnsupportedModelError(
-                "two affine layers follow each other without a ReLU between them; an integer "
-                "network needs a table (ReLU) to requantise in between"
-            )
-        state.accumulator = True
-        return _affine(operation, state, spec.weight_bits, per_channel)
-    if not state.accumulator:
-        raise UnsupportedModelError("a ReLU must follow a Linear or Conv2d layer (or its pooling)")
-    state.accumulator = False
-    return _lookup(state, spec)
+    assert isinstance(operation, Affine)
+    if state.accumulator:
+        raise UnsupportedModelError(
+            "two affine layers follow each other without a ReLU between them; an integer "
+            "network needs a table (ReLU) to requantise in between"
+        )
+    state.accumulator = True
+    per_channel = spec.per_channel and hidden
+    return _affine(operation, state, spec.weight_bits, per_channel, weight_scales)
 
 
-def _affine(operation: Affine, state: _State, bits: int, per_channel: bool) -> Dense | Conv:
+def _affine(
+    operation: Affine,
+    state: _State,
+    bits: int,
+    per_channel: bool,
+    fixed: FloatArray | None,
+) -> Dense | Conv:
     """Integer weights for inputs whose unit is ``state.scale`` (one value: a per-layer
     activation scale, or 1 for folded pixels)."""
     if state.scale.size != 1:
         raise UnsupportedModelError("an affine layer's input must have one scale for all channels")
     qmax = 2 ** (bits - 1) - 1
     weight = operation.weight * float(state.scale[0])
-    axis = (1 if operation.kind == "dense" else 0) if per_channel else None
-    scales = _weight_scales(weight, bits, axis)
     channels = operation.bias.shape[0]
+    if fixed is not None:
+        scales = fixed
+    else:
+        axis = (1 if operation.kind == "dense" else 0) if per_channel else None
+        scales = _weight_scales(weight, bits, axis)
     out_scale = np.broadcast_to(scales, (channels,)).astype(np.float64)
     if operation.kind == "dense":
         integer = np.clip(np.rint(weight / out_scale[None, :]), -qmax, qmax)
@@ -260,18 +318,82 @@ def _affine(operation: Affine, state: _State, bits: int, per_channel: bool) -> D
     return Conv(int_array(integer), bias, operation.stride)
 
 
-def _lookup(state: _State, spec: QuantSpec) -> Lookup:
-    """ReLU and requantisation as one table per channel, on rounded accumulators."""
+def accumulator_ranges(
+    values: IntArray, low: IntArray, high: IntArray, spec: QuantSpec
+) -> tuple[IntArray, IntArray]:
+    """Per channel, the accumulator range a table is built for: the worst case [low, high],
+    or (``spec.ranges == "calibrated"``) what the calibration ``values`` reach, widened by
+    ``spec.margin`` of their span on each side, never beyond the worst case."""
+    if spec.ranges == "worst-case":
+        return low, high
+    axes = (0, *range(2, values.ndim))
+    seen_low, seen_high = values.min(axis=axes), values.max(axis=axes)
+    pad = spec.margin * (seen_high - seen_low).astype(np.float64)
+    wide_low = int_array(np.maximum(np.floor(seen_low - pad), low))
+    wide_high = int_array(np.minimum(np.ceil(seen_high + pad), high))
+    return wide_low, wide_high
+
+
+def _channel_plans(
+    low: IntArray, high: IntArray, spec: QuantSpec, shiftable: bool
+) -> tuple[IntArray, IntArray, IntArray]:
+    """(bits, lsbs, offset) per channel. With per-channel rounding each channel is first
+    centred (``offset``, a multiple of its rounding step, folded into the bias for free) so
+    its range needs as few bits as it can; otherwise one plan covers all channels."""
+    channels = low.size
+    if not spec.per_channel_rounding:
+        bits, lsbs = rounding_plan(int(low.min()), int(high.max()), spec.lookup_bits)
+        return (
+            np.full(channels, bits, dtype=np.int64),
+            np.full(channels, lsbs, dtype=np.int64),
+            np.zeros(channels, dtype=np.int64),
+        )
+    plans = np.zeros((3, channels), dtype=np.int64)
+    for c in range(channels):
+        lo, hi = int(low[c]), int(high[c])
+        bits, lsbs = rounding_plan(lo, hi, spec.lookup_bits)
+        offset = 0
+        if shiftable:
+            step = 1 << lsbs
+            offset = -int(np.rint((lo + hi) / 2 / step)) * step
+            centred = rounding_plan(lo + offset, hi + offset, spec.lookup_bits)
+            if centred[0] <= bits and centred[1] <= lsbs:
+                bits, lsbs = centred
+            else:
+                offset = 0
+        plans[:, c] = (bits, lsbs, offset)
+    return plans[0], plans[1], plans[2]
+
+
+def _lookup(
+    state: _State, spec: QuantSpec, layers: list[Layer], fixed_scale: float | None
+) -> Lookup:
+    """ReLU and requantisation as one table per channel, on rounded accumulators.
+
+    Narrows the width of the layer before (``layers[-1]``) to what the tables are built for
+    and folds the channels' centring offsets into its bias (updating ``state.values``)."""
     qmax = 2**spec.activation_bits - 1
-    real = state.values * _broadcast(
-        np.broadcast_to(state.scale, (state.low.size,)), state.values.ndim
+    channels = state.low.size
+    channel_scale = np.broadcast_to(state.scale, (channels,)).astype(np.float64)
+    real = state.values * _broadcast(channel_scale, state.values.ndim)
+    activation_scale = fixed_scale or _activation_scale(real, spec.activation_bits)
+    low, high = accumulator_ranges(state.values, state.low, state.high, spec)
+    previous = layers[-1]
+    shiftable = isinstance(previous, (Dense, Conv))
+    bits, lsbs, offsets = _channel_plans(low, high, spec, shiftable)
+    if isinstance(previous, (Dense, Conv)) and offsets.any():
+        layers[-1] = previous = replace(previous, bias=int_array(previous.bias + offsets))
+        state.values = state.values + _broadcast(offsets, state.values.ndim)
+    assert isinstance(previous, (Dense, Conv, SumPool))
+    # the accumulator's hint is the compiled range: the widest channel's width
+    layers[-1] = replace(previous, bits=int(bits.max()))
+    table_bits = bits - lsbs
+    first = -(np.int64(1) << (table_bits - 1))  # every input of a table_bits-bit lookup
+    entries = int(1 << int(table_bits.max()))
+    index = first[:, None] + np.arange(entries)[None, :]
+    rounded = (index * (np.int64(1) << lsbs)[:, None] - offsets[:, None]).astype(np.float64)
+    tables = np.clip(
+        np.rint(np.maximum(rounded * channel_scale[:, None], 0.0) / activation_scale), 0, qmax
     )
-    activation_scale = _activation_scale(real, spec.activation_bits)
-    bits, lsbs = rounding_plan(int(state.low.min()), int(state.high.max()), spec.lookup_bits)
-    low = round_scalar(int(state.low.min()), lsbs) >> lsbs
-    high = round_scalar(int(state.high.max()), lsbs) >> lsbs
-    rounded = (np.arange(low, high + 1, dtype=np.float64) * 2.0**lsbs)[None, :]
-    channel_scale = np.broadcast_to(state.scale, (state.low.size,))[:, None]
-    tables = np.clip(np.rint(np.maximum(rounded * channel_scale, 0.0) / activation_scale), 0, qmax)
     state.scale = np.array([activation_scale])
-    return Lookup(lsbs=lsbs, low=low, tables=int_array(tables), bits=bits)
+    return Lookup(lsbs=int_array(lsbs), low=int_array(first), tables=int_array(tables), bits=bits)
