@@ -113,6 +113,18 @@ def test_models_and_data_list(tmp_path) -> None:
     assert "digits" in data.stdout and "fashion-mnist" in data.stdout
 
 
+def test_fhe_commands_are_mounted_and_say_how_to_install_the_backend(tmp_path) -> None:
+    """``robustlab fhe`` is part of the main CLI, also where concrete-python is missing."""
+    listed = robustlab("fhe", "--help", cwd=tmp_path)
+    for command in ("compile", "run", "table", "serve", "query"):
+        assert command in listed.stdout
+    try:
+        import concrete.fhe  # noqa: F401
+    except ImportError:
+        missing = robustlab("fhe", "run", str(tmp_path / "absent"), cwd=tmp_path, check=False)
+        assert missing.returncode != 0 and "Traceback" not in missing.stderr
+
+
 def test_killed_run_resumes_to_the_same_result(tmp_path) -> None:
     args = [
         "train",
