@@ -1,13 +1,12 @@
 """``robustlab fhe``: compile a trained run into an encrypted classifier, run it, re-measure
 Table 3.1, and serve it over HTTP or query such a server.
 
-Mounted in ``robustlab.cli`` with ``app.add_typer(fhe_app, name="fhe")``; also runnable as
-``python -m robustlab.crypto.cli``.
+Mounted in ``robustlab.cli`` as ``robustlab fhe``, whose ``main`` turns robustlab errors into
+one-line messages.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from robustlab.crypto.measure import encrypted_run, float_accuracy, float_latenc
 from robustlab.crypto.network import IntegerNetwork
 from robustlab.crypto.quantize import QuantSpec, quantize
 from robustlab.data import load_split
-from robustlab.errors import ConfigError, RobustlabError
+from robustlab.errors import ConfigError
 from robustlab.io import atomic_write_json
 from robustlab.provenance import provenance
 from robustlab.runs import RunDirectory
@@ -326,15 +325,3 @@ def query_command(
         ["image", "label", "predicted", "round trip"],
         rows,
     )
-
-
-def main() -> None:
-    try:
-        fhe_app()
-    except RobustlabError as error:
-        errors.print(f"[bold red]error:[/] {error}", markup=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -24,12 +24,7 @@ from robustlab.device import resolve_device
 from robustlab.runs import RunDirectory
 from robustlab.train.inputs import choose_dataset
 from robustlab.train.loading import load_trained_model
-from robustlab.train.monitoring import (
-    attack_limits,
-    build_attacks,
-    phase_end_record,
-    phase_end_summary,
-)
+from robustlab.train.monitoring import evaluate_phase_end
 from robustlab.train.trainer import TrainingReporter
 
 SHARED_FOLDER = "shared"
@@ -121,17 +116,15 @@ def _evaluate_shared_phases(
     for index, phase in enumerate(config.phases):
         ends += phase.epochs
         configs = config.phase_end_attacks(phase)
-        attacks = build_attacks(configs)
-        if not phase.shared or not attacks:
+        if not phase.shared or not configs:
             continue
-        reporter.status(f"{config.trial}: end of shared phase {phase.name}: {', '.join(attacks)}")
         model = load_trained_model(run, device, phase=phase.name).model
         epochs = [
             r for r in run.read_metrics() if r.get("event") == "epoch" and r["phase_index"] == index
         ]
-        record = phase_end_record(
+        record = evaluate_phase_end(
             model,
-            attacks,
+            configs,
             x,
             y,
             phase=phase.name,
@@ -140,7 +133,7 @@ def _evaluate_shared_phases(
             global_epoch=epochs[-1]["global_epoch"] if epochs else ends,
             batch_size=config.evaluation.attack_batch_size,
             device=device,
-            limits=attack_limits(configs),
+            status=lambda message: reporter.status(f"{config.trial} (shared): {message}"),
         )
-        run.append_metrics(record)
-        reporter.status(phase_end_summary(record))
+        if record is not None:
+            run.append_metrics(record)

@@ -8,7 +8,7 @@ images), so numbers from different epochs, seeds and models are comparable.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -26,11 +26,6 @@ from robustlab.train.objectives import Objective
 def build_attacks(configs: Sequence[AttackConfig]) -> dict[str, Attack]:
     """The attacks by their labels (see ``robustlab.evaluate.labels``), in config order."""
     return unique_keys([config.build() for config in configs])
-
-
-def attack_limits(configs: Sequence[AttackConfig]) -> dict[str, int | None]:
-    """Per label, the ``images`` limit of its config (None: every evaluated image)."""
-    return dict(zip(build_attacks(configs), (config.images for config in configs), strict=True))
 
 
 def epoch_attack_metrics(
@@ -121,6 +116,44 @@ def phase_end_record(
         "seconds": round(time.perf_counter() - started, 3),
         "time": now_iso(),
     }
+
+
+def evaluate_phase_end(
+    model: nn.Module,
+    configs: Sequence[AttackConfig],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    phase: str,
+    phase_index: int,
+    epoch: int,
+    global_epoch: int,
+    batch_size: int,
+    device: torch.device,
+    status: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """The phase-end record for ``configs`` (None when there are none), announced through
+    ``status`` before and after; shared by the trainer and the shared-phase evaluation."""
+    attacks = build_attacks(configs)
+    if not attacks:
+        return None
+    status(f"end of phase {phase}: {', '.join(attacks)}")
+    limits = dict(zip(attacks, (config.images for config in configs), strict=True))
+    record = phase_end_record(
+        model,
+        attacks,
+        x,
+        y,
+        phase=phase,
+        phase_index=phase_index,
+        epoch=epoch,
+        global_epoch=global_epoch,
+        batch_size=batch_size,
+        device=device,
+        limits=limits,
+    )
+    status(phase_end_summary(record))
+    return record
 
 
 def phase_end_summary(record: dict[str, Any]) -> str:

@@ -35,13 +35,11 @@ from robustlab.train.checkpoint import (
 )
 from robustlab.train.inputs import TrialData, choose_dataset, load_trial_data
 from robustlab.train.monitoring import (
-    attack_limits,
     build_attacks,
     check_overfitting,
     epoch_attack_metrics,
+    evaluate_phase_end,
     fixed_subset,
-    phase_end_record,
-    phase_end_summary,
 )
 from robustlab.train.objectives import Objective, TrainingStep, build_objective
 from robustlab.train.schedules import build_optimizer, learning_rate, set_learning_rate
@@ -402,14 +400,9 @@ def _stop_phase_early(
 def _evaluate_phase_end(
     ctx: _TrialContext, state: _PhaseState, epoch: int, global_epoch: int
 ) -> None:
-    configs = ctx.config.phase_end_attacks(state.config)
-    attacks = build_attacks(configs)
-    if not attacks:
-        return
-    ctx.reporter.status(f"end of phase {state.config.name}: {', '.join(attacks)}")
-    record = phase_end_record(
+    record = evaluate_phase_end(
         ctx.model,
-        attacks,
+        ctx.config.phase_end_attacks(state.config),
         ctx.attack_images,
         ctx.attack_labels,
         phase=state.config.name,
@@ -418,10 +411,10 @@ def _evaluate_phase_end(
         global_epoch=global_epoch,
         batch_size=ctx.config.evaluation.attack_batch_size,
         device=ctx.device,
-        limits=attack_limits(configs),
+        status=ctx.reporter.status,
     )
-    ctx.run.append_metrics(record)
-    ctx.reporter.status(phase_end_summary(record))
+    if record is not None:
+        ctx.run.append_metrics(record)
 
 
 def _best_probe_accuracy(run: RunDirectory, phase_index: int) -> float | None:
