@@ -211,6 +211,18 @@ def test_autoattack_accepts_members_as_a_list() -> None:
     hash(attack)
 
 
+def test_autoattack_restarts_follow_the_version() -> None:
+    """Standard spends part of FAB-T's time on more APGD-CE starts; the count is resolved at
+    construction so records and labels show it."""
+    assert AutoAttack().restarts == 5
+    assert AutoAttack().members()["apgd-ce"].restarts == 5  # type: ignore[attr-defined]
+    assert AutoAttack(version="fast").restarts == 1
+    chosen = AutoAttack(restarts=2, attacks=("apgd-dlr",)).members()["apgd-dlr"]
+    assert chosen.restarts == 2  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"AutoAttack\.restarts"):
+        AutoAttack(restarts=0)
+
+
 def test_autoattack_rejects_unknown_members() -> None:
     with pytest.raises(ValueError, match=r"AutoAttack\.attacks"):
         AutoAttack(attacks=("apgd-ce", "fab-t"))

@@ -34,6 +34,12 @@ STEPS = {"standard": 100, "fast": 25}
 """APGD iterations per run in each version."""
 TARGET_CLASSES = {"standard": 9, "fast": 3}
 """How many of the most likely wrong classes APGD-T aims at in each version."""
+RESTARTS = {"standard": 5, "fast": 1}
+"""Random starts of APGD-CE/APGD-DLR in each version. The authors' standard version runs one
+and then FAB-T; we leave FAB-T out and spend a fraction of its time on four more starts, each
+only on the examples still robust. On an adversarially trained MNIST model at ε = 0.3 the
+extra starts broke 8 of 1000 images that the first start missed, for ≈ 110 s on 2 cores
+(docs/evaluator.md)."""
 SQUARE_QUERIES = 5000
 SQUARE_P_INIT = 0.8
 
@@ -64,9 +70,10 @@ class AutoAttack(Attack):
     diverse parameter-free attacks", ICML 2020.
     Threat model: ``norm`` ("linf" or "l2") ball of radius ``eps`` around x, within [0, 1];
     untargeted.
-    Arguments: ``version`` "standard" (APGD-CE 100 steps, no restarts; APGD-T 100 steps on
-    9 target classes; Square 5000 queries, p_init 0.8) or "fast" (APGD-CE and APGD-T with 25
-    steps, 3 target classes); ``attacks`` overrides the version's list with any of
+    Arguments: ``version`` "standard" (APGD-CE 100 steps, 5 random starts, later ones on the
+    survivors only; APGD-T 100 steps on 9 target classes; Square 5000 queries, p_init 0.8) or
+    "fast" (APGD-CE with one start and APGD-T with 25 steps, 3 target classes); ``restarts``
+    overrides the version's APGD-CE/APGD-DLR starts; ``attacks`` overrides the version's list with any of
     "apgd-ce", "apgd-dlr", "apgd-t", "square", in the order given. The original's FAB-T is
     left out: it seldom breaks an example the APGD runs missed, and it is a slow member (see
     docs/evaluator.md). Every member stops fooled examples early (examples are independent,
@@ -81,6 +88,7 @@ class AutoAttack(Attack):
     eps: float = 0.3
     norm: APGDNorm = "linf"
     version: Version = "standard"
+    restarts: int | None = None
     attacks: tuple[str, ...] | None = None
 
     name: ClassVar[str] = "autoattack"
@@ -92,6 +100,9 @@ class AutoAttack(Attack):
             raise ValueError(f"AutoAttack.norm must be 'linf' or 'l2', got {self.norm!r}")
         if self.version not in VERSIONS:
             raise ValueError(f"AutoAttack.version must be one of {sorted(VERSIONS)}")
+        if self.restarts is None:  # resolved now, so records and labels show the real count
+            object.__setattr__(self, "restarts", RESTARTS[self.version])
+        check_range(self, "restarts", self.restarts, minimum=1)
         if isinstance(self.attacks, list):  # from a YAML config or the CLI
             object.__setattr__(self, "attacks", tuple(self.attacks))
         if self.attacks is not None:
@@ -125,6 +136,7 @@ class AutoAttack(Attack):
                 norm=norm,
                 steps=steps,
                 loss="ce" if name == "apgd-ce" else "dlr",
+                restarts=self.restarts or 1,
                 seed=seed,
                 precision=precision,
                 early_stop=True,
