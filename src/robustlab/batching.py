@@ -9,9 +9,10 @@ up to floating-point rounding. On CUDA large batches are what the device wants, 
 split there.
 
 Forward-only loops (the Square attack's thousands of queries) also gain from channels-last
-weights in a convolutional model: oneDNN's CPU convolutions are faster in that layout (measured: thesis-shallow, 768 images, bf16 autocast, 111 →
-75 ms per pass, and Square 1.5× faster; the gain does not carry over to input gradients, so gradient attacks keep
-the weights as they are).
+weights in a convolutional model: oneDNN's CPU convolutions are faster in that layout
+(measured: thesis-shallow, 768 images, bf16 autocast, 111 → 75 ms per pass, and Square 1.5×
+faster). The gain does not carry over to input gradients, so gradient attacks keep the
+weights as they are.
 """
 
 from __future__ import annotations

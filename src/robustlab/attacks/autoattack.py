@@ -73,11 +73,12 @@ class AutoAttack(Attack):
     Arguments: ``version`` "standard" (APGD-CE 100 steps, 5 random starts, later ones on the
     survivors only; APGD-T 100 steps on 9 target classes; Square 5000 queries, p_init 0.8) or
     "fast" (APGD-CE with one start and APGD-T with 25 steps, 3 target classes); ``restarts``
-    overrides the version's APGD-CE/APGD-DLR starts; ``attacks`` overrides the version's list with any of
-    "apgd-ce", "apgd-dlr", "apgd-t", "square", in the order given. The original's FAB-T is
-    left out: it seldom breaks an example the APGD runs missed, and it is a slow member (see
-    docs/evaluator.md). Every member stops fooled examples early (examples are independent,
-    so this only saves time) and shares ``seed``, so ``early_stop`` changes nothing. With
+    overrides the version's APGD-CE/APGD-DLR starts; ``attacks`` overrides the version's
+    list with any of "apgd-ce", "apgd-dlr", "apgd-t", "square", in the order given. The
+    original's FAB-T is left out: it seldom breaks an example the APGD runs missed and is a
+    slow member; the extra APGD-CE starts buy more strength for less time (docs/evaluator.md).
+    Every member stops fooled examples early (examples are independent, so this only saves
+    time) and shares ``seed``, so ``early_stop`` changes nothing. With
     ``precision="bf16"`` the members run under bf16 autocast but success is judged in fp32.
     ``run`` also returns a ``CascadeRecord`` of how many examples each attack broke.
 
