@@ -38,7 +38,7 @@ RESTARTS = {"standard": 5, "fast": 1}
 """Random starts of APGD-CE/APGD-DLR in each version. The authors' standard version runs one
 and then FAB-T; we leave FAB-T out and spend a fraction of its time on four more starts, each
 only on the examples still robust. On an adversarially trained MNIST model at ε = 0.3 the
-extra starts broke 8 of 1000 images that the first start missed, for ≈ 110 s on 2 cores
+extra starts broke 8 of 1000 images that the first start missed, for ≈ 115 s on 2 cores
 (docs/evaluator.md)."""
 SQUARE_QUERIES = 5000
 SQUARE_P_INIT = 0.8

@@ -348,6 +348,7 @@ def _end_epoch(
     # Metrics first, then the checkpoint: a kill in between leaves records past the
     # checkpoint, which resume drops and recomputes.
     ctx.run.append_metrics(record)
+    ctx.reporter.epoch_done(record)  # before the phase-end evaluation, so the log reads in order
     if stop:
         _stop_phase_early(ctx, state, epoch, global_epoch, record["overfitting"])
     last_of_phase = stop or epoch == phase.epochs
@@ -369,7 +370,6 @@ def _end_epoch(
     )
     if last_of_phase:
         save_weights(ctx.run.phase_weights(phase.name), ctx.model.state_dict())
-    ctx.reporter.epoch_done(record)
     return stop
 
 
