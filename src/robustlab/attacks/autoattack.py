@@ -101,9 +101,10 @@ class AutoAttack(Attack):
             raise ValueError(f"AutoAttack.norm must be 'linf' or 'l2', got {self.norm!r}")
         if self.version not in VERSIONS:
             raise ValueError(f"AutoAttack.version must be one of {sorted(VERSIONS)}")
-        if self.restarts is None:  # resolved now, so records and labels show the real count
-            object.__setattr__(self, "restarts", RESTARTS[self.version])
-        check_range(self, "restarts", self.restarts, minimum=1)
+        # Resolved now, so records and labels show the real count.
+        restarts = RESTARTS[self.version] if self.restarts is None else self.restarts
+        check_range(self, "restarts", restarts, minimum=1)
+        object.__setattr__(self, "restarts", restarts)
         if isinstance(self.attacks, list):  # from a YAML config or the CLI
             object.__setattr__(self, "attacks", tuple(self.attacks))
         if self.attacks is not None:
@@ -137,7 +138,7 @@ class AutoAttack(Attack):
                 norm=norm,
                 steps=steps,
                 loss="ce" if name == "apgd-ce" else "dlr",
-                restarts=self.restarts or 1,
+                restarts=self.restarts or RESTARTS[self.version],
                 seed=seed,
                 precision=precision,
                 early_stop=True,
