@@ -87,37 +87,6 @@ def phase_end_evaluation(
     }
 
 
-def phase_end_record(
-    model: nn.Module,
-    attacks: dict[str, Attack],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    phase: str,
-    phase_index: int,
-    epoch: int,
-    global_epoch: int,
-    batch_size: int,
-    device: torch.device,
-    limits: dict[str, int | None] | None = None,
-) -> dict[str, Any]:
-    """The ``phase_end`` line of metrics.jsonl: where it belongs, and the evaluation."""
-    started = time.perf_counter()
-    evaluation = phase_end_evaluation(
-        model, attacks, x, y, batch_size=batch_size, device=device, limits=limits
-    )
-    return {
-        "event": "phase_end",
-        "phase": phase,
-        "phase_index": phase_index,
-        "epoch": epoch,
-        "global_epoch": global_epoch,
-        **evaluation,
-        "seconds": round(time.perf_counter() - started, 3),
-        "time": now_iso(),
-    }
-
-
 def evaluate_phase_end(
     model: nn.Module,
     configs: Sequence[AttackConfig],
@@ -132,26 +101,28 @@ def evaluate_phase_end(
     device: torch.device,
     status: Callable[[str], None],
 ) -> dict[str, Any] | None:
-    """The phase-end record for ``configs`` (None when there are none), announced through
-    ``status`` before and after; shared by the trainer and the shared-phase evaluation."""
+    """The ``phase_end`` line of metrics.jsonl for ``configs`` (None when there are none),
+    announced through ``status`` before and after; shared by the trainer and the shared-phase
+    evaluation."""
     attacks = build_attacks(configs)
     if not attacks:
         return None
     status(f"end of phase {phase}: {', '.join(attacks)}")
     limits = dict(zip(attacks, (config.images for config in configs), strict=True))
-    record = phase_end_record(
-        model,
-        attacks,
-        x,
-        y,
-        phase=phase,
-        phase_index=phase_index,
-        epoch=epoch,
-        global_epoch=global_epoch,
-        batch_size=batch_size,
-        device=device,
-        limits=limits,
+    started = time.perf_counter()
+    evaluation = phase_end_evaluation(
+        model, attacks, x, y, batch_size=batch_size, device=device, limits=limits
     )
+    record = {
+        "event": "phase_end",
+        "phase": phase,
+        "phase_index": phase_index,
+        "epoch": epoch,
+        "global_epoch": global_epoch,
+        **evaluation,
+        "seconds": round(time.perf_counter() - started, 3),
+        "time": now_iso(),
+    }
     status(phase_end_summary(record))
     return record
 
