@@ -18,6 +18,7 @@ from robustlab.attacks import PGD
 from robustlab.attacks.apgd import APGD, APGDT, checkpoints
 from robustlab.attacks.autoattack import AutoAttack
 from robustlab.data import load_split
+from robustlab.evaluate.accuracy import evaluate_accuracy
 from tests.conftest import TrainedSubject, real_data_root
 
 EPS = 0.3
@@ -25,11 +26,6 @@ CROSS_CHECK_IMAGES = 200
 """Test images for the cross-check (the issue asks for 1000; 200 keeps it to minutes on CPU)."""
 TOLERANCE_POINTS = 0.5
 """Ours may be at most this many percentage points less effective than the reference."""
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(dim=1) == y).float().mean().item()
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +101,10 @@ def test_apgd_respects_budget_and_box(norm: str, eps: float, digits_model: Train
         size = delta.abs().amax(dim=1) if norm == "linf" else delta.norm(dim=1)
         assert size.max() <= eps + 1e-5
         assert x_adv.min() >= 0 and x_adv.max() <= 1
-        assert accuracy(digits_model.model, x_adv, y) < accuracy(digits_model.model, x, y)
+        assert (
+            evaluate_accuracy(digits_model.model, x_adv, y).accuracy
+            < evaluate_accuracy(digits_model.model, x, y).accuracy
+        )
 
 
 def test_apgd_rejects_bad_settings() -> None:
@@ -128,8 +127,12 @@ def test_apgd_rejects_bad_settings() -> None:
 def test_apgd_beats_pgd_with_the_same_steps(at_model: TrainedSubject) -> None:
     x, y = at_model.batch(100)
     steps = 50
-    pgd = accuracy(at_model.model, PGD(eps=EPS, steps=steps)(at_model.model, x, y), y)
-    apgd = accuracy(at_model.model, APGD(eps=EPS, steps=steps)(at_model.model, x, y), y)
+    pgd = evaluate_accuracy(
+        at_model.model, PGD(eps=EPS, steps=steps)(at_model.model, x, y), y
+    ).accuracy
+    apgd = evaluate_accuracy(
+        at_model.model, APGD(eps=EPS, steps=steps)(at_model.model, x, y), y
+    ).accuracy
     assert apgd <= pgd, (apgd, pgd)
 
 
@@ -175,7 +178,9 @@ def test_cascade_attacks_only_still_robust_examples(digits_model: TrainedSubject
     survivors = extra > 0
     assert int(survivors.sum()) == record.robust["apgd-ce"]
     assert torch.all(extra[~survivors] == 0)
-    assert record.robust["apgd-t"] == round(accuracy(digits_model.model, x_adv, y) * len(y))
+    assert record.robust["apgd-t"] == round(
+        evaluate_accuracy(digits_model.model, x_adv, y).accuracy * len(y)
+    )
 
 
 def test_cascade_record_and_first_success(mnist_model: TrainedSubject) -> None:
@@ -185,8 +190,8 @@ def test_cascade_record_and_first_success(mnist_model: TrainedSubject) -> None:
     counts = list(record.robust.values())
     assert list(record.robust) == ["clean", "apgd-ce", "apgd-t"]
     assert counts == sorted(counts, reverse=True)
-    assert counts[0] == round(accuracy(mnist_model.model, x, y) * 100)
-    assert counts[-1] == round(accuracy(mnist_model.model, x_adv, y) * 100)
+    assert counts[0] == round(evaluate_accuracy(mnist_model.model, x, y).accuracy * 100)
+    assert counts[-1] == round(evaluate_accuracy(mnist_model.model, x_adv, y).accuracy * 100)
     assert sum(record.broken.values()) == counts[0] - counts[-1]
     assert (x_adv - x).abs().max() <= 0.15 + 1e-6
     assert torch.equal(attack(mnist_model.model, x, y), x_adv)  # fixed seed: same result
@@ -201,7 +206,9 @@ def test_bf16_cascade_judges_success_in_fp32(mnist_model: TrainedSubject) -> Non
         mnist_model.model, x, y
     )
     assert 0 < record.robust["apgd-t"] < record.robust["clean"]  # the test needs survivors
-    assert record.robust["apgd-t"] == round(accuracy(mnist_model.model, x_adv, y) * len(y))
+    assert record.robust["apgd-t"] == round(
+        evaluate_accuracy(mnist_model.model, x_adv, y).accuracy * len(y)
+    )
 
 
 def test_autoattack_accepts_members_as_a_list() -> None:

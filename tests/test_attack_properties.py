@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from robustlab.attacks import ATTACKS, Attack, build_attack
 from robustlab.attacks.norms import get_norm
+from robustlab.evaluate.accuracy import evaluate_accuracy
 from tests.attack_cases import FAST_PARAMS, L0_BUDGET_FIELD
 from tests.conftest import TrainedSubject
 
@@ -17,11 +17,6 @@ TOLERANCE = 1e-5
 
 def make(name: str, **overrides: object) -> Attack:
     return build_attack(name, **{**FAST_PARAMS[name], **overrides})
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(dim=1) == y).float().mean().item()
 
 
 def test_every_registered_attack_has_a_case() -> None:
@@ -84,8 +79,10 @@ def test_same_seed_same_result(name: str, digits_model: TrainedSubject) -> None:
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_lowers_accuracy(name: str, digits_model: TrainedSubject) -> None:
     x, y = digits_model.batch(COUNT)
-    clean = accuracy(digits_model.model, x, y)
-    attacked = accuracy(digits_model.model, make(name)(digits_model.model, x, y), y)
+    clean = evaluate_accuracy(digits_model.model, x, y).accuracy
+    attacked = evaluate_accuracy(
+        digits_model.model, make(name)(digits_model.model, x, y), y
+    ).accuracy
     assert attacked < clean - 0.2, (clean, attacked)
 
 
@@ -94,8 +91,8 @@ def test_early_stop_keeps_success(name: str, digits_model: TrainedSubject) -> No
     """Stopping fooled examples early may save work but must not make the attack weaker."""
     x, y = digits_model.batch(COUNT)
     model = digits_model.model
-    plain = accuracy(model, make(name)(model, x, y), y)
-    early = accuracy(model, make(name, early_stop=True)(model, x, y), y)
+    plain = evaluate_accuracy(model, make(name)(model, x, y), y).accuracy
+    early = evaluate_accuracy(model, make(name, early_stop=True)(model, x, y), y).accuracy
     assert early <= plain + 2 / COUNT
 
 
