@@ -118,8 +118,9 @@ def test_experiment_runs_every_trial_with_the_calibrated_eps(finished: Path) -> 
     assert config.evaluation.phase_end_attacks[0].params["eps"] == eps
     # Calibration used the standard-trained models: its success at ε* is the target.
     curve = summary["calibration"]["curve"]
-    below = [rate for value, rate in curve if value < eps]
-    assert all(rate < 0.56 for rate in below)
+    below = [found for value, found, _possible in curve if value < eps]
+    assert below and all(found < 0.56 for found in below)
+    assert all(found <= possible for _value, found, possible in curve)
 
 
 def test_interrupted_experiment_resumes_to_the_same_result(tmp_path: Path, finished: Path) -> None:
@@ -292,6 +293,56 @@ def test_bisection_finds_the_closed_form_minimal_eps() -> None:
     assert calibration.success_at(calibration.eps) >= 0.5
     assert calibration.success_at(calibration.eps - 2 * resolution) < 0.5
     assert abs(calibration.eps - exact.median().item()) < 3 * resolution
+
+
+class CountingPGD(PGD):
+    """PGD that counts the examples it attacks."""
+
+    attacked = 0
+
+    def with_budgets(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
+        CountingPGD.attacked += len(x)
+        return super().with_budgets(model, x, y, eps)
+
+
+def test_refining_only_the_deciding_brackets_finds_the_same_eps_for_fewer_attacks() -> None:
+    """Pooled over two models and in small batches, the target-only bisection must give the
+    all-examples answer, keep every bracket around the closed-form optimum, and attack less."""
+    torch.manual_seed(3)
+    models = [Linear(torch.randn(2, 16)), Linear(torch.randn(2, 16))]
+    x = 0.4 + 0.2 * torch.rand(300, 1, 4, 4)
+    y = models[0](x).argmax(dim=1)  # the second model gets some wrong: they must be left out
+    attack = CountingPGD(eps=1.0, steps=30, alpha=None, random_start=False)
+    results = {}
+    for refine in ("all", "target"):
+        CountingPGD.attacked = 0
+        results[refine] = calibrate(
+            models,
+            x,
+            y,
+            attack,
+            target_success=0.56,
+            high=0.2,
+            iterations=7,
+            batch_size=64,
+            refine=refine,  # type: ignore[arg-type]
+        )
+        results[refine + "-attacked"] = CountingPGD.attacked  # type: ignore[assignment]
+    full, quick = results["all"], results["target"]
+    assert math.isfinite(full.eps) and quick.eps == full.eps
+    assert len(quick.minimal_eps) == len(full.minimal_eps) < 600
+    assert results["target-attacked"] < 0.7 * results["all-attacked"]  # type: ignore[operator]
+    for calibration in (full, quick):
+        bounds = zip(calibration.lower_eps, calibration.minimal_eps, strict=True)
+        assert all(low < upper for low, upper in bounds)
+        for _eps, found, possible in calibration.curve([0.02 * i for i in range(11)]):
+            assert found <= possible
+    # away from ε the quick curve is a band that contains the sharp one
+    for eps in [0.01 * i for i in range(21)]:
+        assert quick.success_at(eps) <= full.success_at(eps) + 1e-9
+        assert full.possible_success_at(eps) <= quick.possible_success_at(eps) + 1e-9
 
 
 def test_per_example_budgets_are_respected() -> None:

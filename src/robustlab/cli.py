@@ -148,6 +148,9 @@ def calibrate(
     n: int = typer.Option(1000, "--n", help="first N test images"),
     high: float = typer.Option(0.5, help="largest ε searched"),
     iterations: int = typer.Option(7, help="bisection steps (resolution high/2^iterations)"),
+    refine: str = typer.Option(
+        "target", help="target: halve only the brackets that decide ε; all: every one"
+    ),
     phase: Optional[str] = typer.Option(None, help="weights at the end of this phase"),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast"),
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
@@ -159,6 +162,8 @@ def calibrate(
 
     if not 0 < target < 1:
         raise ConfigError(f"--target must be in (0, 1), got {target}")
+    if refine not in ("target", "all"):
+        raise ConfigError(f"--refine must be 'target' or 'all', got {refine!r}")
     chosen = resolve_device(device)
     trained = [load_trained_model(RunDirectory(path), chosen, phase=phase) for path in run_dirs]
     names = {t.info.name for t in trained}
@@ -175,13 +180,17 @@ def calibrate(
         target_success=target,
         high=high,
         iterations=iterations,
+        refine="target" if refine == "target" else "all",
     )
     grid = [high * i / 10 for i in range(11)]
     print_table(
         f"PGD-{steps} success vs ε, pooled over {len(trained)} model(s), "
         f"{len(result.minimal_eps)} clean-correct examples",
-        ["eps", "success"],
-        [[f"{eps:.3f}", f"{rate:.1%}"] for eps, rate in result.curve(grid)],
+        ["eps", "success found", "not ruled out"],
+        [
+            [f"{eps:.3f}", f"{found:.1%}", f"{possible:.1%}"]
+            for eps, found, possible in result.curve(grid)
+        ],
     )
     console.print(
         f"calibrated ε = {result.eps:.4f} ({255 * result.eps:.1f}/255) for {target:.0%} "

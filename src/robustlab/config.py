@@ -254,6 +254,11 @@ class CalibrationConfig(StrictModel):
     high: Annotated[float, Field(gt=0, le=1)] = 0.5
     iterations: Annotated[int, Field(ge=1, le=20)] = 7
     batch_size: Annotated[int, Field(ge=1)] = 500
+    refine: Literal["all", "target"] = Field(
+        default="target",
+        description="halve every example's bracket (a sharp curve at every ε), or only those "
+        "that can still move the ε at the target (the same ε, about half the attack calls)",
+    )
 
 
 class SettingConfig(StrictModel):

@@ -71,6 +71,7 @@ def calibrate_experiment(
         high=config.high,
         iterations=config.iterations,
         batch_size=config.batch_size,
+        refine=config.refine,
     )
     grid = [config.high * index / (CURVE_POINTS - 1) for index in range(CURVE_POINTS)]
     record = {
@@ -79,11 +80,11 @@ def calibrate_experiment(
         "target_success": config.target_success,
         "attack": attack_key(attack).replace(f"-eps{attack.eps:.4g}", ""),
         "resolution": result.resolution,
+        "refine": config.refine,
         "examples": len(result.minimal_eps),
         "images_per_model": len(y),
         "models": [path.name for path in runs],
         "curve": result.curve(grid),
-        "median_minimal_eps": _median(result.minimal_eps),
         "provenance": provenance(),
     }
     if not math.isfinite(result.eps):
@@ -93,8 +94,3 @@ def calibrate_experiment(
         )
     atomic_write_json(saved, record)
     return record
-
-
-def _median(values: list[float]) -> float | None:
-    """Median of sorted values (inf counts: an example no ε up to ``high`` fooled)."""
-    return values[len(values) // 2] if values else None

@@ -167,7 +167,20 @@ def calibration_figure(calibration: dict[str, Any]) -> bytes:
     axis = figure.subplots()
     xs = [point[0] for point in calibration["curve"]]
     ys = [100 * point[1] for point in calibration["curve"]]
-    axis.plot(xs, ys, color=COLOURS[0], drawstyle="steps-post")
+    axis.plot(xs, ys, color=COLOURS[0], drawstyle="steps-post", label="found fooled at ε")
+    if all(len(point) > 2 for point in calibration["curve"]):  # older records: no band
+        possible = [100 * point[2] for point in calibration["curve"]]
+        axis.fill_between(
+            xs,
+            ys,
+            possible,
+            step="post",
+            color=COLOURS[0],
+            alpha=0.2,
+            linewidth=0,
+            label="not ruled out (bisection brackets)",
+        )
+        axis.legend(fontsize=7, loc="lower right")
     target, eps = 100 * calibration["target_success"], calibration["eps"]
     axis.axhline(target, color="grey", linewidth=0.8, linestyle=":")
     axis.axvline(eps, color=COLOURS[1], linewidth=0.8)
