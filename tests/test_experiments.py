@@ -47,7 +47,9 @@ phases:
     epochs: 2
     batch_size: 64
     shared: true
-    evaluation: {attacks: [{name: pgd, eps: 0.1, steps: 5}]}
+    evaluation:
+      attacks: [{name: pgd, eps: 0.1, steps: 5}]
+      phase_end_attacks: [{name: pgd, eps: 0.1, steps: 10, images: 50}]
   - name: adversarial
     epochs: 2
     batch_size: 64
@@ -69,6 +71,7 @@ settings:
       evaluation.attacks.0.eps: calibrated
       evaluation.phase_end_attacks.0.eps: calibrated
       evaluation.phase_end_attacks.1.eps: calibrated
+      phases.0.evaluation.phase_end_attacks.0.eps: calibrated
 report:
   hypothesis: {shallow: shallow, deep: deep}
   reference: thesis-table-5-1
@@ -156,6 +159,10 @@ def test_report_has_every_format(finished: Path) -> None:
     markdown = (folder / "report.md").read_text()
     assert "Table 5.1 shape [calibrated]" in markdown and "Hypothesis 1" in markdown
     assert "Thesis Table 5.1" in markdown and "88.5% under AutoAttack" in markdown
+    # the adversary's image counts are the ones each phase's attack ran on
+    assert "on the first 50 test images before (clean) and the first 100 test images after" in (
+        markdown
+    )
     # Every model row carries mean ± std over its two seeds.
     assert re.search(r"\| shallow \| 2 \| [\d.]+ ± [\d.]+ \|", markdown)
     rows = list(csv.DictReader((folder / "report.csv").read_text().splitlines()))

@@ -180,7 +180,7 @@ def calibration_figure(calibration: dict[str, Any]) -> bytes:
             linewidth=0,
             label="not ruled out (bisection brackets)",
         )
-        axis.legend(fontsize=7, loc="lower right")
+        axis.legend(fontsize=7, loc="upper left")
     target, eps = 100 * calibration["target_success"], calibration["eps"]
     axis.axhline(target, color="grey", linewidth=0.8, linestyle=":")
     axis.axvline(eps, color=COLOURS[1], linewidth=0.8)

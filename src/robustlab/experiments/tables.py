@@ -104,6 +104,30 @@ def adversary_label(data: ExperimentData, read: Reading, phase: str) -> str:
     return "–"
 
 
+def adversary_images(data: ExperimentData, read: Reading, phase: str) -> int | None:
+    """How many test images the adversary ran on at the end of ``phase`` (attacks may set
+    their own count, below the evaluation's)."""
+    for trial in data.trials:
+        found = _phase(trial, phase)
+        attack = None if found is None else found.attack(read.adversary)
+        if found is not None and found.evaluation is not None and attack is not None:
+            return int(attack[1].get("images", found.evaluation["images"]))
+    return None
+
+
+def _adversary_images_text(data: ExperimentData, read: Reading) -> str:
+    counts = {phase: adversary_images(data, read, phase) for phase in (read.before, read.after)}
+    known = {count for count in counts.values() if count is not None}
+    if not known:
+        return f"the first {data.config.evaluation.attack_images} test images"
+    if len(known) == 1:
+        return f"the first {known.pop()} test images"
+    return " and ".join(
+        f"the first {count} test images {where} ({phase})"
+        for (phase, count), where in zip(counts.items(), ("before", "after"), strict=True)
+    )
+
+
 def table_5_1(data: ExperimentData, setting: str | None) -> Table:
     """Thesis Table 5.1's shape: accuracy before and after adversarial training, and the
     adversary's success rate, mean ± std over seeds."""
@@ -146,9 +170,9 @@ def table_5_1(data: ExperimentData, setting: str | None) -> Table:
         rows=rows,
         note=f"train = eval-mode accuracy on the fixed training subset; 'on training attack' "
         f"= running accuracy of the last epoch on the training attack's examples (dropout on); "
-        f"test = full test split; adversary = {adversary} on the first "
-        f"{data.config.evaluation.attack_images} test images, success = share of the "
-        "clean-correct ones it fools.",
+        f"test = full test split; adversary = {adversary} on "
+        f"{_adversary_images_text(data, read)}, success = share of the clean-correct ones "
+        "it fools.",
     )
 
 
