@@ -147,12 +147,18 @@ def _quantile_bounds(brackets: Sequence[_Brackets], target_success: float) -> tu
     """Bounds on the pooled target quantile of the minimal ε: the k-th smallest lower end and
     the k-th smallest upper end. Fewer than k brackets start below the first, so no smaller ε
     reaches the target; at least k end at or below the second, so it does."""
-    lows = torch.cat([b.low for b in brackets]).sort().values
-    uppers = torch.cat([b.upper for b in brackets]).sort().values
-    needed = math.ceil(target_success * len(lows))
-    if not 0 < needed <= len(lows):
-        return math.inf, -math.inf  # nothing to decide: refine nothing
-    return float(lows[needed - 1]), float(uppers[needed - 1])
+    lows = torch.cat([b.low for b in brackets])
+    uppers = torch.cat([b.upper for b in brackets])
+    return _target_quantile(lows, target_success), _target_quantile(uppers, target_success)
+
+
+def _target_quantile(values: torch.Tensor, target_success: float) -> float:
+    """The smallest value that at least ``target_success`` of ``values`` do not exceed (inf
+    when there are none)."""
+    needed = math.ceil(target_success * len(values))
+    if not 0 < needed <= len(values):
+        return math.inf
+    return float(values.sort().values[needed - 1])
 
 
 def _fools(
@@ -197,11 +203,9 @@ def calibrate(
     lows = torch.cat([b.low for b in brackets]).cpu()
     order = uppers.argsort(stable=True)
     values = [float(value) for value in uppers[order]]
-    needed = math.ceil(target_success * len(values))
-    eps = values[needed - 1] if 0 < needed <= len(values) else math.inf
     return Calibration(
         target_success=target_success,
-        eps=eps,
+        eps=_target_quantile(uppers, target_success),
         minimal_eps=values,
         lower_eps=[float(value) for value in lows[order]],
         resolution=high / 2**iterations,
