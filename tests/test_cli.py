@@ -60,6 +60,20 @@ def test_train_then_eval_on_digits(tmp_path) -> None:
     accuracy = f"{results['final']['test_acc']:.2%}"
     assert accuracy in evaluated.stdout and "model.safetensors" in evaluated.stdout
 
+    # calibration from the CLI: refining only the deciding brackets finds the same ε
+    found = {}
+    for refine in ("all", "target"):
+        calibrated = robustlab(
+            "calibrate", "run", "--n", "100", "--steps", "10", "--iterations", "4",
+            "--refine", refine, cwd=tmp_path,
+        )  # fmt: skip
+        match = re.search(r"calibrated ε = ([\d.]+)", calibrated.stdout)
+        assert match and "not ruled out" in calibrated.stdout, calibrated.stdout
+        found[refine] = float(match.group(1))
+    assert found["all"] == found["target"] > 0
+    wrong = robustlab("calibrate", "run", "--refine", "some", cwd=tmp_path, check=False)
+    assert wrong.returncode != 0 and "--refine must be 'target' or 'all'" in wrong.stderr
+
 
 def shrunk_quickstart(tmp_path: Path) -> Path:
     """configs/quickstart.yaml with fewer epochs, steps and bisection iterations."""
