@@ -106,10 +106,19 @@ def run(
     dataset: Optional[str] = typer.Option(None, help="override data.dataset (drops fallbacks)"),
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
     device: Optional[str] = typer.Option(None, help="override device"),
+    jobs: Optional[int] = typer.Option(
+        None,
+        min=1,
+        max=64,
+        help="override jobs: trials trained side by side, each with an equal share of the "
+        "CPU threads",
+    ),
 ) -> None:
     """Run (or resume) every trial of an experiment config and print the results."""
     config = load_experiment(config_file)
     config = _override_experiment(config, dataset=dataset, data_root=data_root, device=device)
+    if jobs is not None:
+        config = config.model_copy(update={"jobs": jobs})
     result = run_experiment(config, out, reporter=ConsoleReporter())
     _print_results(result.trials)
     console.print(f"experiment directory: {result.directory}")

@@ -328,6 +328,13 @@ class ExperimentConfig(StrictModel):
     )
     calibration: CalibrationConfig | None = None
     device: str = "auto"
+    jobs: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="trials trained side by side, each in a worker process with an equal "
+        "share of the CPU threads (robustlab.experiments.parallel)",
+    )
     report: ReportConfig = Field(default_factory=lambda: ReportConfig())
 
     @field_validator("seeds")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -33,25 +34,39 @@ errors = Console(stderr=True, highlight=False)
 
 
 class ConsoleReporter(TrainingReporter):
-    """A transient progress bar per epoch and one permanent line when it ends."""
+    """A transient progress bar per epoch and one permanent line when it ends.
 
-    def __init__(self) -> None:
+    With a ``label`` (a worker process beside others) there are no bars, which would
+    overwrite each other, and every line starts with the label.
+    """
+
+    def __init__(self, label: str | None = None) -> None:
+        self._label = label
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._phase_epochs = 0
 
+    def in_worker(self, label: str) -> TrainingReporter:
+        return ConsoleReporter(label)
+
+    def _print(self, line: str, *, labelled: bool = True) -> None:
+        prefix = f"[dim]{escape(self._label)}:[/] " if self._label and labelled else ""
+        console.print(prefix + line)
+        console.file.flush()  # one line per epoch, promptly, also when piped to a log file
+
     def run_started(self, config: TrialConfig, data: TrialData, resumed_at: int) -> None:
         where = f", resuming after epoch {resumed_at}" if resumed_at else ""
-        console.print(
+        self._print(
             f"[bold]{config.experiment}/{config.trial}[/]: {config.model.name} on "
             f"{data.info.name} ({len(data.train.labels)} train / {len(data.test.labels)} test), "
             f"{config.total_epochs} epochs in {len(config.phases)} phase(s), "
-            f"seed {config.seed}{where}"
+            f"seed {config.seed}{where}",
+            labelled=False,  # it names the trial already
         )
 
     def epoch_started(self, phase: PhaseConfig, epoch: int, batches: int) -> None:
         self._phase_epochs = phase.epochs
-        if not console.is_terminal:  # a log file gets the per-epoch lines only
+        if self._label or not console.is_terminal:  # a log file gets the per-epoch lines
             return
         self._progress = Progress(
             TextColumn(f"{phase.name} {epoch}/{phase.epochs}"),
@@ -88,16 +103,14 @@ class ConsoleReporter(TrainingReporter):
             if check
             else ""
         )
-        console.print(
+        self._print(
             f"{record['phase']} {record['epoch']:>2}/{self._phase_epochs}  "
             f"loss {record['train_loss']:.4f}  train {record['train_acc']:.2%}{train_eval_text}  "
             f"test {record['test_acc']:.2%}{attacked}{checked}  {seconds:.0f}s"
         )
-        console.file.flush()  # one line per epoch, promptly, also when piped to a log file
 
     def status(self, message: str) -> None:
-        console.print(message)
-        console.file.flush()
+        self._print(message)
 
 
 NUMBER = re.compile(r"^[-+]?[\d,]*\.?\d+(e[-+]?\d+)?[%sx]?$")

@@ -3,12 +3,14 @@
 Order: (1) every trial's shared phases, trained once per distinct prefix; (2) the calibration,
 if a setting trains at the "calibrated" ε; (3) each trial, started from its shared prefix;
 (4) ``summary.json`` and the report. Each step is on disk before the next starts, so an
-interrupted run picks up where it stopped.
+interrupted run picks up where it stopped. Steps (1) and (3) run ``config.jobs`` trials side
+by side (``robustlab.experiments.parallel``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,13 @@ from robustlab.config import (
     load_experiment,
     to_yaml,
 )
+from robustlab.data import dataset_info
 from robustlab.errors import ConfigError
 from robustlab.experiments.calibrating import calibrate_experiment
-from robustlab.experiments.shared import shared_prefix, shared_run, start_from_shared
+from robustlab.experiments.parallel import Job, run_jobs
+from robustlab.experiments.shared import resolved, shared_prefix, shared_run, start_from_shared
 from robustlab.io import atomic_write_json, atomic_write_text
+from robustlab.models import build_model, count_multiply_adds
 from robustlab.provenance import provenance
 from robustlab.runs import RunDirectory
 from robustlab.train.trainer import TrainingReporter, train_trial
@@ -52,31 +57,39 @@ def run_experiment(
 
     provisional = config.trials()
     _check_calibration_leaves_shared_phases_alone(config)
-    for trial in provisional:
-        prefix = shared_prefix(trial)
-        if prefix is not None:
-            train_trial(prefix, shared_run(out, prefix).path, resume=True, reporter=reporter)
+    reporter = reporter or TrainingReporter()
+    prefixes = {
+        prefix.trial: prefix
+        for trial in provisional
+        if (prefix := shared_prefix(trial)) is not None
+    }
+    run_jobs(
+        [
+            Job(prefix.trial, partial(_train_shared, prefix, out), _cost(prefix))
+            for prefix in prefixes.values()
+        ],
+        config.jobs,
+        reporter,
+    )
 
     calibration = None
     if config.calibration is not None:
-        if reporter is not None:
-            reporter.status("calibrating ε on the standard-trained models")
+        reporter.status("calibrating ε on the standard-trained models")
         calibration = calibrate_experiment(config.calibration, provisional, out, directory)
-        if reporter is not None:
-            reporter.status(
-                f"calibrated ε* = {calibration['eps']:.4f} ({calibration['attack']}, "
-                f"{calibration['target_success']:.0%} success)"
-            )
+        reporter.status(
+            f"calibrated ε* = {calibration['eps']:.4f} ({calibration['attack']}, "
+            f"{calibration['target_success']:.0%} success)"
+        )
     trials = config.trials(calibration["eps"] if calibration is not None else None)
 
-    results = []
-    for trial in trials:
-        run = RunDirectory(directory / trial.trial)
-        prefix = shared_prefix(trial)
-        if prefix is not None and not run.has_started:
-            start_from_shared(shared_run(out, prefix), trial, run, reporter)
-        train_trial(trial, run.path, resume=True, reporter=reporter)
-        results.append(run.read_results())
+    results = run_jobs(
+        [
+            Job(trial.trial, partial(_train_trial, trial, out, directory), _cost(trial))
+            for trial in trials
+        ],
+        config.jobs,
+        reporter,
+    )
     atomic_write_json(
         directory / SUMMARY_FILE,
         {"trials": results, "calibration": calibration, "provenance": provenance()},
@@ -87,6 +100,36 @@ def run_experiment(
 
         report = write_experiment_report(directory)
     return ExperimentResult(directory=directory, trials=results, report=report)
+
+
+def _train_shared(prefix: TrialConfig, out: Path, reporter: TrainingReporter) -> None:
+    train_trial(prefix, shared_run(out, prefix).path, resume=True, reporter=reporter)
+
+
+def _train_trial(
+    trial: TrialConfig, out: Path, directory: Path, reporter: TrainingReporter
+) -> dict[str, Any]:
+    """The trial, started from its shared phases' run; its results.json content."""
+    run = RunDirectory(directory / trial.trial)
+    prefix = shared_prefix(trial)
+    if prefix is not None and not run.has_started:
+        start_from_shared(shared_run(out, prefix), trial, run, reporter)
+    train_trial(trial, run.path, resume=True, reporter=reporter)
+    return run.read_results()
+
+
+def _cost(trial: TrialConfig) -> float:
+    """Multiply-adds per image × epochs: enough to start the longest trials first."""
+    info = dataset_info(resolved(trial).data.dataset)
+    model = build_model(
+        trial.model.name,
+        input_shape=info.input_shape,
+        num_classes=info.num_classes,
+        mean=info.mean,
+        std=info.std,
+        **trial.model.options,
+    )
+    return float(count_multiply_adds(model, info.input_shape) * trial.total_epochs)
 
 
 def _claim_directory(config: ExperimentConfig, directory: Path) -> None:
@@ -125,5 +168,6 @@ def _identity(config: ExperimentConfig) -> dict[str, Any]:
     dumped = config.model_dump(mode="json")
     dumped["data"].pop("root", None)
     dumped.pop("device", None)
+    dumped.pop("jobs", None)  # how many run at once; each run records its thread count
     dumped.pop("report", None)
     return dumped

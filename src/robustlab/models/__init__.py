@@ -9,6 +9,7 @@ from __future__ import annotations
 from robustlab.models.building import build_model, count_parameters, model_options
 from robustlab.models.catalog import MODELS, ModelBuilder
 from robustlab.models.classifier import Classifier
+from robustlab.models.cost import count_multiply_adds
 from robustlab.models.normalize import Normalize
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "ModelBuilder",
     "Normalize",
     "build_model",
+    "count_multiply_adds",
     "count_parameters",
     "model_options",
 ]

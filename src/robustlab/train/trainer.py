@@ -59,6 +59,10 @@ class TrainingReporter:
     def status(self, message: str) -> None:
         """A step without epochs (an evaluation, a calibration) started or ended."""
 
+    def in_worker(self, label: str) -> TrainingReporter:
+        """The reporter a worker process running the job ``label`` uses; it must pickle."""
+        return TrainingReporter()
+
 
 @dataclass
 class TrialResult:
