@@ -63,6 +63,7 @@ def test_encrypted_logits_equal_plain_integer_logits(small_artifact: Path) -> No
     assert result.agreement == 1.0 and result.mismatches == []
     assert result.accuracy == result.plain_accuracy
     assert result.keygen_s > 0 and result.run_s > 0 and result.evaluation_key_bytes > 0
+    assert result.first_run_s > 0
 
 
 def test_images_beyond_calibrated_ranges_are_reported(small_artifact: Path) -> None:
