@@ -15,6 +15,7 @@ from robustlab.models import (
     Classifier,
     Normalize,
     build_model,
+    count_multiply_adds,
     count_parameters,
     model_options,
 )
@@ -89,6 +90,17 @@ def test_thesis_deep_parameter_count_by_hand() -> None:
     hidden = 64 * 11 * 11 * 128 + 128  # 28 → 26 → 24 → 22 → pool 11
     out = 128 * 10 + 10
     assert count_parameters(build("thesis-deep")) == convs + hidden + out == 1_048_394
+
+
+def test_thesis_deep_multiply_adds_by_hand() -> None:
+    """Valid 3×3 convs 28 → 26 → 24 → 22, pool to 11, FC 128, FC 10: the scheduler's cost."""
+    convs = 26 * 26 * 32 * 9 * 1 + 24 * 24 * 64 * 9 * 32 + 22 * 22 * 64 * 9 * 64
+    dense = 64 * 11 * 11 * 128 + 128 * 10
+    model = build("thesis-deep")
+    model.train()
+    assert count_multiply_adds(model, (1, 28, 28)) == convs + dense
+    assert model.training  # left as it was found
+    assert count_multiply_adds(build("thesis-shallow"), (1, 28, 28)) < convs + dense
 
 
 def test_madry_mnist_is_the_mnist_challenge_network() -> None:

@@ -134,7 +134,8 @@ def encrypted_run(
 
 
 def _first_run(client: FheClient, server: FheServer, client_id: str, images: torch.Tensor) -> float:
-    """Seconds of one untimed-in-the-average evaluation of the first image."""
+    """Seconds of the first evaluation after keygen (the warm-up), timed apart from the
+    per-image average."""
     if not len(images):
         return 0.0
     message = client.encrypt(images[0].numpy())
