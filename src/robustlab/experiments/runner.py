@@ -27,9 +27,10 @@ from robustlab.experiments.calibrating import calibrate_experiment
 from robustlab.experiments.parallel import Job, run_jobs
 from robustlab.experiments.shared import resolved, shared_prefix, shared_run, start_from_shared
 from robustlab.io import atomic_write_json, atomic_write_text
-from robustlab.models import build_model, count_multiply_adds
+from robustlab.models import count_multiply_adds
 from robustlab.provenance import provenance
 from robustlab.runs import RunDirectory
+from robustlab.train.loading import build_for_dataset
 from robustlab.train.trainer import TrainingReporter, train_trial
 
 EXPERIMENT_FILE = "experiment.yaml"
@@ -121,14 +122,7 @@ def _train_trial(
 def _cost(trial: TrialConfig) -> float:
     """Multiply-adds per image × epochs: enough to start the longest trials first."""
     info = dataset_info(resolved(trial).data.dataset)
-    model = build_model(
-        trial.model.name,
-        input_shape=info.input_shape,
-        num_classes=info.num_classes,
-        mean=info.mean,
-        std=info.std,
-        **trial.model.options,
-    )
+    model = build_for_dataset(trial.model, info)
     return float(count_multiply_adds(model, info.input_shape) * trial.total_epochs)
 
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robustlab.config import TrialConfig
+from robustlab.config import ModelConfig, TrialConfig
 from robustlab.data import DatasetInfo, dataset_info
 from robustlab.errors import CheckpointError
-from robustlab.models import build_model
+from robustlab.models import Classifier, build_model
 from robustlab.runs import RunDirectory
 from robustlab.train.checkpoint import load_training_state, load_weights
 
@@ -24,6 +24,18 @@ class TrainedModel:
     """Which file the weights came from (final weights, or the last epoch of an unfinished run)."""
 
 
+def build_for_dataset(model: ModelConfig, info: DatasetInfo) -> Classifier:
+    """The configured model, freshly initialised, for the dataset's shapes and statistics."""
+    return build_model(
+        model.name,
+        input_shape=info.input_shape,
+        num_classes=info.num_classes,
+        mean=info.mean,
+        std=info.std,
+        **model.options,
+    )
+
+
 def load_trained_model(
     run: RunDirectory, device: torch.device, phase: str | None = None
 ) -> TrainedModel:
@@ -31,14 +43,7 @@ def load_trained_model(
     weights at the end of that phase."""
     config = run.read_config()
     info = dataset_info(config.data.dataset)
-    model = build_model(
-        config.model.name,
-        input_shape=info.input_shape,
-        num_classes=info.num_classes,
-        mean=info.mean,
-        std=info.std,
-        **config.model.options,
-    )
+    model = build_for_dataset(config.model, info)
     if phase is not None:
         names = [p.name for p in config.phases]
         if phase not in names:

@@ -23,7 +23,7 @@ from robustlab.config import PhaseConfig, TrialConfig
 from robustlab.device import resolve_device
 from robustlab.errors import CheckpointError, TrainingDivergedError
 from robustlab.evaluate.accuracy import evaluate_accuracy
-from robustlab.models import build_model, count_parameters
+from robustlab.models import count_parameters
 from robustlab.precision import autocast
 from robustlab.provenance import now_iso, provenance
 from robustlab.runs import RunDirectory
@@ -34,6 +34,7 @@ from robustlab.train.checkpoint import (
     save_weights,
 )
 from robustlab.train.inputs import TrialData, choose_dataset, load_trial_data
+from robustlab.train.loading import build_for_dataset
 from robustlab.train.monitoring import (
     build_attacks,
     check_overfitting,
@@ -104,14 +105,7 @@ def train_trial(
     data = data or load_trial_data(config.data)
 
     torch.manual_seed(config.seed)
-    model = build_model(
-        config.model.name,
-        input_shape=data.info.input_shape,
-        num_classes=data.info.num_classes,
-        mean=data.info.mean,
-        std=data.info.std,
-        **config.model.options,
-    ).to(device)
+    model = build_for_dataset(config.model, data.info).to(device)
     shuffle_rng = torch.Generator().manual_seed(config.seed)
     position = _Position()
     train_seconds = 0.0
