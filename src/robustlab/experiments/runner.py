@@ -9,6 +9,7 @@ by side (``robustlab.experiments.parallel``).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -64,10 +65,11 @@ def run_experiment(
         for trial in provisional
         if (prefix := shared_prefix(trial)) is not None
     }
+    shared = list(prefixes.values())
     run_jobs(
         [
-            Job(prefix.trial, partial(_train_shared, prefix, out), _cost(prefix))
-            for prefix in prefixes.values()
+            Job(prefix.trial, partial(_train_shared, prefix, out), cost)
+            for prefix, cost in zip(shared, _costs(shared, config.jobs), strict=True)
         ],
         config.jobs,
         reporter,
@@ -85,8 +87,8 @@ def run_experiment(
 
     results = run_jobs(
         [
-            Job(trial.trial, partial(_train_trial, trial, out, directory), _cost(trial))
-            for trial in trials
+            Job(trial.trial, partial(_train_trial, trial, out, directory), cost)
+            for trial, cost in zip(trials, _costs(trials, config.jobs), strict=True)
         ],
         config.jobs,
         reporter,
@@ -119,11 +121,23 @@ def _train_trial(
     return run.read_results()
 
 
-def _cost(trial: TrialConfig) -> float:
-    """Multiply-adds per image × epochs: enough to start the longest trials first."""
-    info = dataset_info(resolved(trial).data.dataset)
-    model = build_for_dataset(trial.model, info)
-    return float(count_multiply_adds(model, info.input_shape) * trial.total_epochs)
+def _costs(trials: list[TrialConfig], jobs: int) -> list[float]:
+    """Multiply-adds per image × epochs, enough to start the longest trials first: one model
+    built per distinct architecture, none when the trials run one at a time (no order to
+    choose)."""
+    if jobs <= 1:
+        return [0.0] * len(trials)
+    per_image: dict[str, int] = {}
+    costs = []
+    for trial in trials:
+        dataset = resolved(trial).data.dataset
+        key = json.dumps([dataset, trial.model.name, trial.model.options], default=str)
+        if key not in per_image:
+            info = dataset_info(dataset)
+            model = build_for_dataset(trial.model, info)
+            per_image[key] = count_multiply_adds(model, info.input_shape)
+        costs.append(float(per_image[key] * trial.total_epochs))
+    return costs
 
 
 def _claim_directory(config: ExperimentConfig, directory: Path) -> None:
