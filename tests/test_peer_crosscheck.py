@@ -12,9 +12,14 @@ requirements/peers.txt:
   the norm at 1e-12; torchattacks adds 1e-10 to the norm of a batch-*mean* loss; ART clips to the
   box before projecting onto the ball; cleverhans floors the *squared* norm of the batch-mean
   gradient at 1e-12, i.e. steps shorter than ε wherever that gradient is below 1e-6). Measured:
-  per-example L2 distance to foolbox's result ≤ 0.6% of ε, torchattacks ≤ 2.9%, ART ≤ 2.1%. The
-  test allows 5% of ε and at most one differing prediction in 64; cleverhans is held only to the
-  prediction check, and its FGM-L2 to exact agreement on the examples its floor does not touch.
+  per-example L2 distance to foolbox's result ≤ 0.6% of ε, torchattacks ≤ 2.9%, ART ≤ 2.1%; on
+  a machine without AVX-512 (2026-12-02) one example in 64 reached 6.9% against torchattacks
+  (median 6e-7, 95th percentile 0.26%): its guard turns float reassociation on a near-zero
+  gradient into a different 40-step path. The test therefore holds the typical example tight
+  and allows a few such paths: median gap ≤ 1% of ε, 95th percentile ≤ 5% (ART's box clipping
+  gives a median of 0.6%), at most one differing prediction in 64; cleverhans is held only to
+  the prediction check, and its FGM-L2 to exact agreement on the examples its floor does not
+  touch.
 
 Peers are optional (``pip install --no-deps -r requirements/peers.txt`` and
 ``pip install -r requirements/peers-deps.txt``); each test skips when its peer is absent.
@@ -37,7 +42,8 @@ COUNT = 64
 PIXEL_TOLERANCE = 1e-6
 """Two pixels closer than this are the same pixel (float32 noise on values in [0, 1])."""
 MAX_DIFFERING_PIXELS = 1e-3
-L2_RELATIVE_TOLERANCE = 0.05
+L2_MEDIAN_TOLERANCE = 0.01  # of ε: a wrong step, norm or projection moves most examples
+L2_TAIL_TOLERANCE = 0.05  # of ε, at the 95th percentile: a few paths may part ways
 
 CASES: dict[str, tuple[AttackSpec, Attack]] = {
     "fgsm-linf": (AttackSpec("fgsm", eps=0.3), FGSM(eps=0.3)),
@@ -104,7 +110,9 @@ def test_same_adversarial_examples_as_peer(
     assert (~same_predictions).sum() <= 1, f"{int((~same_predictions).sum())} predictions differ"
     distance = (mine - theirs).flatten(1).norm(dim=1) / spec.eps
     if peer != "cleverhans":
-        assert distance.max() <= L2_RELATIVE_TOLERANCE, f"max L2 gap {distance.max():.2%} of ε"
+        median, tail = torch.quantile(distance, torch.tensor([0.5, 0.95])).tolist()
+        assert median <= L2_MEDIAN_TOLERANCE, f"median L2 gap {median:.2%} of ε"
+        assert tail <= L2_TAIL_TOLERANCE, f"95th-percentile L2 gap {tail:.2%} of ε"
     elif spec.kind == "fgsm":
         # Where cleverhans' floor (1e-6 on the batch-mean gradient's norm) does not bite, it
         # must agree exactly; where it bites, its step is shorter than ε, never longer.
