@@ -16,6 +16,7 @@ from torch import nn
 
 from robustlab.attacks import PGD
 from robustlab.crypto import ArtifactError, IntegerNetwork, QuantSpec, quantize
+from robustlab.crypto.artifact import manifest_rounding
 from robustlab.crypto.cnn import sum_pool_cnn
 from robustlab.crypto.envelope import open_envelope, seal
 from robustlab.crypto.errors import EnvelopeError, MismatchError, UnsupportedModelError
@@ -230,6 +231,31 @@ def test_finetuning_improves_a_coarse_network() -> None:
     first = calibrate(model, train.images, spec).scales
     again = calibrate(tuned.model, train.images, spec, scales=first)
     assert np.array_equal(again.network.layers[1].weight, tuned.network.layers[1].weight)
+
+
+def test_rounding_noise_in_finetuning_is_seeded_and_checked() -> None:
+    """Noise before each rounding changes what fine-tuning learns, reproducibly (the seed
+    drives it), and a negative standard deviation is refused."""
+    train, _ = digits()
+    spec = QuantSpec(3, 2, 1, 5)
+
+    def tuned_weights(noise: float) -> np.ndarray:
+        config = FinetuneConfig(epochs=1, lr=1e-3, batch_size=64, rounding_noise=noise)
+        tuned = finetune(digits_mlp(), train.images, train.labels, spec, config)
+        return tuned.network.layers[1].weight
+
+    noisy = tuned_weights(0.3)
+    assert np.array_equal(noisy, tuned_weights(0.3))
+    assert not np.array_equal(noisy, tuned_weights(0.0))
+    with pytest.raises(ValueError, match="rounding_noise"):
+        FinetuneConfig(rounding_noise=-0.1)
+
+
+def test_manifest_rounding_defaults_to_exact_and_refuses_unknown_values() -> None:
+    assert manifest_rounding({}) == "exact"  # artifacts from before the choice
+    assert manifest_rounding({"rounding": "approximate"}) == "approximate"
+    with pytest.raises(ArtifactError, match="'rounding'"):
+        manifest_rounding({"rounding": "nearest"})
 
 
 def test_integer_network_under_attack_on_its_float_surrogate() -> None:

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from robustlab.config import TrialConfig, parse_config
 from robustlab.crypto import QuantSpec, quantize
 from robustlab.crypto.artifact import compile_artifact
-from robustlab.crypto.backend import CompileOptions, compile_network
+from robustlab.crypto.backend import CompileOptions, compile_network, simulated_logits
 from robustlab.crypto.cli import fhe_app
 from robustlab.crypto.cnn import sum_pool_cnn
 from robustlab.crypto.errors import ArtifactError, EnvelopeError, MismatchError
@@ -150,7 +150,33 @@ def test_mismatched_keys_circuits_and_bytes_are_refused(small_artifact: Path, tm
         FheServer(other)
 
 
-def test_fhe_commands_compile_run_and_table(tmp_path) -> None:
+def test_approximate_rounding_saves_bootstraps_and_its_errors_are_simulated() -> None:
+    """Approximate rounding drops the bootstraps exact rounding spends per removed bit; the
+    plain network cannot reproduce its errors, concrete's simulation does: exact simulation
+    is the plain network, approximate simulation mostly keeps its classes but not its logits."""
+    train, test = digits()
+    network = quantize(digits_mlp(32), train.images, QuantSpec(4, 4, 4, 4))
+    assert max(int(lookup.lsbs.max()) for lookup in network.lookups) >= 2
+    traced = network.quantize_inputs(train.images[:20])
+    counts = {
+        rounding: compile_network(
+            network, traced, CompileOptions(simulation=True, rounding=rounding)
+        ).statistics["programmable_bootstrap_count"]
+        for rounding in ("exact", "approximate")
+    }
+    assert counts["approximate"] < counts["exact"]
+    plain, inside = network.checked_logits(test.images[:200])
+    inputs = network.quantize_inputs(test.images[:200])[inside]
+    assert np.array_equal(simulated_logits(network, traced, inputs), plain[inside])
+    approximate = simulated_logits(network, traced, inputs, "approximate")
+    assert not np.array_equal(approximate, plain[inside])
+    assert (approximate.argmax(1) == plain[inside].argmax(1)).mean() > 0.8
+    with pytest.raises(ValueError, match="rounding"):
+        CompileOptions(rounding="nearest")  # type: ignore[arg-type]
+
+
+def digits_run(directory: Path) -> Path:
+    """A trained 64→8→10 digits MLP in a run directory, as `robustlab train` leaves it."""
     raw = {
         "experiment": "fhe",
         "trial": "digits-mlp",
@@ -161,26 +187,17 @@ def test_fhe_commands_compile_run_and_table(tmp_path) -> None:
         "evaluation": {"train_subset": 0},
     }
     config: TrialConfig = parse_config(TrialConfig, raw, source="test")
-    run_dir = tmp_path / "run"
-    train_trial(config, run_dir)
+    train_trial(config, directory)
+    return directory
+
+
+SMALL_FLAGS = ["--bits", "3", "--activation-bits", "2", "--input-bits", "2", "--lookup-bits", "4"]
+
+
+def test_fhe_commands_compile_run_and_table(tmp_path) -> None:
+    run_dir = digits_run(tmp_path / "run")
     runner = CliRunner()
-    compiled = runner.invoke(
-        fhe_app,
-        [
-            "compile",
-            str(run_dir),
-            "--bits",
-            "3",
-            "--activation-bits",
-            "2",
-            "--input-bits",
-            "2",
-            "--lookup-bits",
-            "4",
-            "--inputset",
-            "10",
-        ],
-    )
+    compiled = runner.invoke(fhe_app, ["compile", str(run_dir), *SMALL_FLAGS, "--inputset", "10"])
     assert compiled.exit_code == 0, compiled.output
     assert "integer acc" in compiled.output
     artifact = run_dir / "fhe"
@@ -196,3 +213,30 @@ def test_fhe_commands_compile_run_and_table(tmp_path) -> None:
     assert [row["system"].split()[0] for row in rows] == ["plain", "plain", "encrypted"]
     missing = runner.invoke(fhe_app, ["run", str(tmp_path / "nothing")])
     assert missing.exit_code != 0 and "not an FHE artifact" in str(missing.exception)
+
+
+def test_fhe_compile_and_run_with_approximate_rounding(tmp_path) -> None:
+    """The approximate artifact says so; compile reports its simulated test accuracy; a run
+    reports classes kept and does not fail on logits that differ (they may, by design)."""
+    run_dir = digits_run(tmp_path / "run")
+    runner = CliRunner()
+    flags = [*SMALL_FLAGS, "--inputset", "10", "--rounding", "approximate"]
+    tuning = ["--finetune-epochs", "1", "--finetune-noise", "0.13"]
+    compiled = runner.invoke(fhe_app, ["compile", str(run_dir), *flags, *tuning])
+    assert compiled.exit_code == 0, compiled.output
+    assert "by simulation" in compiled.output
+    artifact = run_dir / "fhe"
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["rounding"] == "approximate"
+    assert 0.5 < manifest["accuracy"]["simulated"]["accuracy"] <= 1.0
+    assert manifest["network_meta"]["finetune_noise"] == 0.13
+    ran = runner.invoke(fhe_app, ["run", str(artifact), "--n", "3", "--seed", "5"])
+    assert ran.exit_code == 0, ran.output
+    assert "same class" in ran.output
+    result = json.loads((artifact / "run.json").read_text())
+    assert result["rounding"] == "approximate" and 0.0 <= result["argmax_agreement"] <= 1.0
+    wrong = runner.invoke(fhe_app, ["compile", str(run_dir), "--rounding", "nearest"])
+    assert wrong.exit_code != 0 and "--rounding" in str(wrong.exception)
+    for noise in ("-1", "0.1"):  # negative; or noise without any fine-tuning to apply it
+        noisy = runner.invoke(fhe_app, ["compile", str(run_dir), "--finetune-noise", noise])
+        assert noisy.exit_code != 0 and "--finetune-noise" in str(noisy.exception)

@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from robustlab.crypto.backend import CompileOptions, compile_network, require_concrete
+from robustlab.crypto.backend import (
+    ROUNDINGS,
+    CompileOptions,
+    Rounding,
+    compile_network,
+    require_concrete,
+)
 from robustlab.crypto.envelope import checksum
 from robustlab.crypto.errors import ArtifactError
 from robustlab.crypto.network import IntegerNetwork
@@ -83,8 +89,13 @@ def write_artifact(
     network: IntegerNetwork,
     circuit: Any,
     extra: dict[str, Any] | None = None,
+    rounding: Rounding = "exact",
 ) -> dict[str, Any]:
-    """Save a compiled ``circuit`` of ``network`` into ``directory``; returns the manifest."""
+    """Save a compiled ``circuit`` of ``network`` into ``directory``; returns the manifest.
+
+    ``rounding`` is recorded because it decides what a run may expect: the plain network's
+    exact logits, or only (mostly) its answers.
+    """
     fhe = require_concrete()
     paths = ArtifactPaths(Path(directory))
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -109,6 +120,7 @@ def write_artifact(
         "summary": network.summary(),
         "network_meta": network.meta,
         "statistics": circuit_statistics(circuit),
+        "rounding": rounding,
         "concrete_python": str(getattr(fhe, "__version__", "unknown")),
         "provenance": provenance(),
         **(extra or {}),
@@ -125,8 +137,9 @@ def compile_artifact(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compile ``network`` and save it as an artifact; returns the manifest."""
+    options = options or CompileOptions()
     circuit = compile_network(network, inputset, options)
-    return write_artifact(directory, network, circuit, extra)
+    return write_artifact(directory, network, circuit, extra, options.rounding)
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
@@ -149,6 +162,16 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         if not path.is_file():
             raise ArtifactError(f"artifact {paths.root} is incomplete: {path.name} is missing")
     return manifest
+
+
+def manifest_rounding(manifest: dict[str, Any]) -> Rounding:
+    """The artifact's rounding; artifacts from before the choice existed are exact."""
+    rounding = manifest.get("rounding", "exact")
+    if rounding not in ROUNDINGS:
+        raise ArtifactError(
+            f"manifest field 'rounding' is {rounding!r}, expected one of {ROUNDINGS}; recompile"
+        )
+    return rounding  # type: ignore[no-any-return]
 
 
 def read_client_specs(directory: str | Path, manifest: dict[str, Any]) -> bytes:

@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from robustlab.crypto.errors import MissingBackendError
 from robustlab.crypto.layers import Tensor
 from robustlab.crypto.network import IntegerNetwork
 from robustlab.crypto.rounding import IntArray
+
+Rounding = Literal["exact", "approximate"]
+ROUNDINGS: tuple[Rounding, ...] = ("exact", "approximate")
 
 INSTALL_HINT = (
     "install the fhe extra: pip install torch==2.13.0 'setuptools<81' && "
@@ -69,14 +72,30 @@ class CompileOptions:
     """Probability of any bootstrap in one run being off; None keeps concrete's default."""
     simulation: bool = False
     """Compile for ``simulate()`` only (no keys, fast): for large networks in tests."""
+    rounding: Rounding = "exact"
+    """``"exact"``: one bootstrap per removed bit, and the decrypted logits equal the plain
+    integer network's. ``"approximate"``: one bootstrap per table whatever the accumulator's
+    width (4x faster at 784-48-10), but accumulators near a rounding boundary may land on the
+    neighbouring table entry, so the logits are no longer the plain network's; only
+    ``simulated_logits`` (concrete's simulation models the error) tells its accuracy."""
+
+    def __post_init__(self) -> None:
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
+
+    @property
+    def exact(self) -> bool:
+        return self.rounding == "exact"
 
     def configuration(self, fhe: ModuleType) -> Any:
+        exactness = fhe.Exactness.EXACT if self.exact else fhe.Exactness.APPROXIMATE
         return fhe.Configuration(
             compress_evaluation_keys=self.compress_keys,
             compress_input_ciphertexts=self.compress_inputs,
             global_p_error=self.global_p_error,
             fhe_simulation=self.simulation,
             fhe_execution=not self.simulation,
+            rounding_exactness=exactness,
             show_progress=False,
         )
 
@@ -101,3 +120,21 @@ def compile_network(
     samples = [np.asarray(image[None], dtype=np.int64) for image in inputset]
     compiler = fhe.Compiler(classify, {"x": "encrypted"})
     return compiler.compile(samples, options.configuration(fhe))
+
+
+def simulated_logits(
+    network: IntegerNetwork,
+    inputset: IntArray,
+    inputs: IntArray,
+    rounding: Rounding = "exact",
+) -> IntArray:
+    """What the encrypted circuit would decrypt to for each integer image in ``inputs``,
+    from concrete's simulation (no keys, milliseconds per image).
+
+    With exact rounding this is the plain network's output; with approximate rounding it
+    draws the rounding errors the way the encrypted circuit makes them, so it is how that
+    circuit's accuracy is measured on a whole test set.
+    """
+    circuit = compile_network(network, inputset, CompileOptions(simulation=True, rounding=rounding))
+    rows = [np.ravel(circuit.simulate(np.asarray(image[None], dtype=np.int64))) for image in inputs]
+    return np.stack(rows).astype(np.int64) if rows else np.zeros((0, network.classes), np.int64)

@@ -18,7 +18,14 @@ import typer
 
 from robustlab.console import console, errors, print_table
 from robustlab.crypto.artifact import compile_artifact, read_manifest
-from robustlab.crypto.measure import encrypted_run, float_accuracy, float_latency, integer_latency
+from robustlab.crypto.backend import ROUNDINGS, CompileOptions, Rounding
+from robustlab.crypto.measure import (
+    encrypted_run,
+    float_accuracy,
+    float_latency,
+    integer_latency,
+    simulated_accuracy,
+)
 from robustlab.crypto.network import IntegerNetwork
 from robustlab.crypto.quantize import QuantSpec, quantize
 from robustlab.data import load_split
@@ -61,8 +68,19 @@ def compile_command(
     global_rounding: bool = typer.Option(
         False, "--global-rounding", help="one rounding for all channels (else per channel)"
     ),
+    rounding: str = typer.Option(
+        "exact",
+        help="'exact' (decrypts to the plain integer logits; one bootstrap per removed bit) or "
+        "'approximate' (one bootstrap per table, ~4x faster; logits near rounding boundaries "
+        "may differ: accuracy is measured by simulation on the whole test set)",
+    ),
     finetune_epochs: int = typer.Option(0, help="quantisation-aware fine-tuning epochs"),
     finetune_lr: float = typer.Option(1e-3, help="fine-tuning learning rate"),
+    finetune_noise: float = typer.Option(
+        0.0,
+        help="fine-tuning noise on accumulators, in rounding steps, so the network tolerates "
+        "approximate rounding (0.13 matches concrete 2.11's errors)",
+    ),
     calibration: int = typer.Option(5000, help="training images used for calibration"),
     inputset: int = typer.Option(100, help="training images concrete traces the circuit on"),
     out: Optional[Path] = typer.Option(None, help="artifact directory (default RUN_DIR/fhe)"),
@@ -71,6 +89,12 @@ def compile_command(
     """Quantise a trained model into an integer network and compile it for TFHE."""
     from robustlab.crypto.qat import FinetuneConfig, finetune
 
+    options = CompileOptions(rounding=_rounding(rounding))
+    if finetune_noise < 0 or (finetune_noise > 0 and finetune_epochs < 1):
+        raise ConfigError(
+            f"--finetune-noise must be >= 0 and needs --finetune-epochs >= 1, got "
+            f"{finetune_noise} with {finetune_epochs} epoch(s)"
+        )
     spec = QuantSpec(
         weight_bits=bits,
         activation_bits=activation_bits,
@@ -88,15 +112,22 @@ def compile_command(
     test = load_split(name, "test", root)
     model = trained.model
     cal = train.images[:calibration]
-    meta = {"run": str(run_dir), "dataset": name, "finetune_epochs": finetune_epochs}
+    meta = {
+        "run": str(run_dir),
+        "dataset": name,
+        "finetune_epochs": finetune_epochs,
+        "finetune_noise": finetune_noise,
+    }
     if finetune_epochs > 0:
-        config = FinetuneConfig(epochs=finetune_epochs, lr=finetune_lr)
+        config = FinetuneConfig(
+            epochs=finetune_epochs, lr=finetune_lr, rounding_noise=finetune_noise
+        )
         tuned = finetune(model, train.images, train.labels, spec, config, calibration=cal)
         model, network = tuned.model, replace(tuned.network, meta={**tuned.network.meta, **meta})
     else:
         network = quantize(model, cal, spec, meta=meta)
     _, test_inside = network.checked_logits(test.images)
-    accuracy = {
+    accuracy: dict[str, Any] = {
         "float": float_accuracy(trained.model, test.images, test.labels),
         "finetuned_float": float_accuracy(model, test.images, test.labels)
         if finetune_epochs > 0
@@ -105,12 +136,16 @@ def compile_command(
         "test_images": len(test),
         "test_images_out_of_range": int((~test_inside).sum()),
     }
+    traced = network.quantize_inputs(train.images[:inputset])
+    if not options.exact:
+        accuracy["simulated"] = simulated_accuracy(network, traced, test.images, test.labels)
     directory = out or run_dir / "fhe"
     started = time.perf_counter()
     manifest = compile_artifact(
         directory,
         network,
-        network.quantize_inputs(train.images[:inputset]),
+        traced,
+        options,
         extra={
             "dataset": name,
             "run": str(run_dir.resolve()),
@@ -135,6 +170,13 @@ def compile_command(
             ]
         ],
     )
+    if not options.exact:
+        simulated = accuracy["simulated"]
+        console.print(
+            f"approximate rounding: {simulated['accuracy']:.2%} of the test set by simulation "
+            f"(same class as the plain network on {simulated['same_class']:.2%}, same logits "
+            f"on {simulated['identical']:.2%})"
+        )
 
 
 def _ranges(value: str) -> Literal["calibrated", "worst-case"]:
@@ -143,6 +185,12 @@ def _ranges(value: str) -> Literal["calibrated", "worst-case"]:
     if value == "worst-case":
         return "worst-case"
     raise ConfigError(f"--ranges must be 'calibrated' or 'worst-case', got {value!r}")
+
+
+def _rounding(value: str) -> Rounding:
+    if value not in ROUNDINGS:
+        raise ConfigError(f"--rounding must be 'exact' or 'approximate', got {value!r}")
+    return value
 
 
 def _test_images(
@@ -175,6 +223,7 @@ def run_command(
             "accuracy",
             "plain acc",
             "bit-identical",
+            "same class",
             "out of range",
             "keygen",
             "encrypt",
@@ -187,6 +236,7 @@ def run_command(
                 f"{result.accuracy:.2%}",
                 f"{result.plain_accuracy:.2%}",
                 f"{result.agreement:.2%}",
+                f"{result.argmax_agreement:.2%}",
                 str(len(result.out_of_range)),
                 _ms(result.keygen_s),
                 _ms(result.encrypt_s),
@@ -205,7 +255,12 @@ def run_command(
             f"{len(result.out_of_range)} image(s) left the compiled ranges (not checked for "
             f"bit-identity, not counted as agreeing): {result.out_of_range}"
         )
-    if result.mismatches:
+    if result.mismatches and result.rounding == "approximate":
+        console.print(
+            f"approximate rounding: logits differ from the plain network on images "
+            f"{result.mismatches} (expected near rounding boundaries; not an error)"
+        )
+    elif result.mismatches:
         errors.print(
             f"decrypted logits differ from the plain network on images {result.mismatches}"
         )
@@ -250,6 +305,8 @@ def table_command(
             "keygen_s": result.keygen_s,
             "first_run_s": result.first_run_s,
             "bit_identical": result.agreement,
+            "same_class": result.argmax_agreement,
+            "rounding": result.rounding,
             "out_of_range": len(result.out_of_range),
         }
     )
@@ -268,9 +325,15 @@ def table_command(
     console.print(
         f"thesis: 0.1 ms in the clear, 300 s encrypted; keygen {result.keygen_s:.1f}s, "
         f"first encrypted run {result.first_run_s:.2f}s (warm-up, not in the average), "
-        f"evaluation keys {_mib(result.evaluation_key_bytes)}, bit-identical "
-        f"{result.agreement:.0%}"
+        f"evaluation keys {_mib(result.evaluation_key_bytes)}, {result.rounding} rounding, "
+        f"bit-identical {result.agreement:.0%}, same class {result.argmax_agreement:.0%}"
     )
+    simulated = manifest.get("accuracy", {}).get("simulated")
+    if simulated is not None:
+        console.print(
+            f"whole test set through the approximate circuit, simulated: "
+            f"{simulated['accuracy']:.2%}"
+        )
 
 
 @fhe_app.command("serve")

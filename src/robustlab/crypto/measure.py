@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustlab.crypto.artifact import manifest_rounding, read_manifest
+from robustlab.crypto.backend import Rounding, simulated_logits
 from robustlab.crypto.network import IntegerNetwork
 from robustlab.crypto.protocol import ClientBundle, FheClient, FheServer
 
@@ -51,6 +53,11 @@ class EncryptedRun:
     agreement: float
     """Share of images inside the compiled ranges whose decrypted logits equal the plain
     integer logits exactly (out-of-range images are never counted as agreeing)."""
+    argmax_agreement: float
+    """Share of in-range images whose decrypted class is the plain network's: what an
+    approximately rounded circuit can still promise."""
+    rounding: Rounding
+    """The artifact's rounding: ``"exact"`` or ``"approximate"``."""
     keygen_s: float
     encrypt_s: float
     run_s: float
@@ -64,7 +71,8 @@ class EncryptedRun:
     input_bytes: int
     output_bytes: int
     mismatches: list[int]
-    """In-range images whose decrypted logits differ: always a bug."""
+    """In-range images whose decrypted logits differ: a bug with exact rounding, expected
+    (near rounding boundaries) with approximate rounding."""
     out_of_range: list[int]
     """Images that left a calibrated range: their encrypted result may differ, so they are
     reported here and excluded from ``agreement``."""
@@ -92,7 +100,7 @@ def encrypted_run(
     first_run_s = _first_run(client, server, client_id, images)
     plain, inside = network.checked_logits(images)
     encrypt_s = run_s = decrypt_s = 0.0
-    correct = agree = 0
+    correct = agree = same_class = 0
     mismatches: list[int] = []
     input_bytes = output_bytes = 0
     for index, (image, label) in enumerate(zip(images, labels, strict=True)):
@@ -108,6 +116,7 @@ def encrypted_run(
         correct += int(logits.argmax() == int(label))
         if not inside[index]:
             continue
+        same_class += int(logits.argmax() == plain[index].argmax())
         if np.array_equal(logits, plain[index]):
             agree += 1
         else:
@@ -120,6 +129,8 @@ def encrypted_run(
         accuracy=correct / count,
         plain_accuracy=plain_correct / count,
         agreement=agree / checked,
+        argmax_agreement=same_class / checked,
+        rounding=manifest_rounding(read_manifest(artifact)),
         keygen_s=keygen_s,
         encrypt_s=encrypt_s / count,
         run_s=run_s / count,
@@ -131,6 +142,28 @@ def encrypted_run(
         mismatches=mismatches,
         out_of_range=[int(i) for i in np.flatnonzero(~inside)],
     )
+
+
+def simulated_accuracy(
+    network: IntegerNetwork,
+    traced: np.ndarray[Any, Any],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    rounding: Rounding = "approximate",
+) -> dict[str, Any]:
+    """The circuit's accuracy on ``images`` by concrete's simulation, and how often it keeps
+    the plain network's class and logits: how an approximately rounded circuit is judged,
+    since the plain network cannot reproduce its rounding errors."""
+    started = time.perf_counter()
+    logits = simulated_logits(network, traced, network.quantize_inputs(images), rounding)
+    plain = network.logits(images)
+    return {
+        "accuracy": float((logits.argmax(1) == labels.numpy()).mean()),
+        "same_class": float((logits.argmax(1) == plain.argmax(1)).mean()),
+        "identical": float((logits == plain).all(1).mean()),
+        "images": len(images),
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def _first_run(client: FheClient, server: FheServer, client_id: str, images: torch.Tensor) -> float:
