@@ -14,11 +14,17 @@ root; ``--quick`` for a smoke run). Results: ``benchmarks/results/fhe.json``.
    within 1.5 points of its float model) on MNIST and Fashion-MNIST with more encrypted
    images: Table 3.1's rows (plain float, plain integer, encrypted), and the same network with
    worst-case ranges for comparison.
-3. **Robustness**: a PGD-trained MLP of the chosen width; its integer networks (PTQ, QAT,
+3. **Rounding** (``ROUNDING_ENTRIES``): one QAT network compiled with exact rounding (one
+   bootstrap per removed bit; decrypts to the plain integer logits) and with approximate
+   rounding (one bootstrap per table; logits may differ near rounding boundaries), encrypted
+   side by side; the approximate circuit's whole-test-set accuracy by concrete's simulation.
+4. **Robustness**: a PGD-trained MLP of the chosen width; its integer networks (PTQ, QAT,
    worst-case ranges) classify PGD images made on the float model; images that leave the
    calibrated ranges are counted (their encrypted result could differ from the plain one).
 
-Duration: 12.5 minutes on the quiet 2-core machine (2026-12-02); timings need a quiet one.
+Duration: 12.5 minutes for sections 1, 2 and 4 on the quiet 2-core AVX-512 machine
+(2026-12-02); section 3 alone took 15 minutes on a 2-core machine without AVX-512 (about 2.75×
+slower at TFHE). Timings need a quiet machine.
 """
 
 from __future__ import annotations
@@ -37,7 +43,14 @@ import torch.nn.functional as F
 from robustlab.attacks import PGD
 from robustlab.crypto import IntegerNetwork, QuantSpec, quantize
 from robustlab.crypto.artifact import compile_artifact
-from robustlab.crypto.measure import encrypted_run, float_accuracy, float_latency, integer_latency
+from robustlab.crypto.backend import ROUNDINGS, CompileOptions, Rounding
+from robustlab.crypto.measure import (
+    encrypted_run,
+    float_accuracy,
+    float_latency,
+    integer_latency,
+    simulated_accuracy,
+)
 from robustlab.crypto.qat import FinetuneConfig, finetune
 from robustlab.crypto.robustness import integer_robustness
 from robustlab.data import Split, dataset_info, load_split
@@ -67,6 +80,10 @@ WIDTHS = [16, 32, 48, 64]
 SPECS = ["3,3,1,5", "4,4,2,5", "4,4,2,6"]
 TRADE_OFF_IMAGES = 3  # encrypted test images per trade-off setting (latency, bit-identity)
 TABLE_IMAGES = 20  # encrypted test images for the chosen configuration
+# exact vs approximate rounding, side by side on one QAT network per entry
+ROUNDING_ENTRIES = ["mnist:48:4,4,2,5", "mnist:64:4,4,2,5"]
+ROUNDING_IMAGES = 20
+ROUNDING_NOISE = 0.13  # QAT accumulator noise (rounding steps) matching concrete 2.11's errors
 ADVERSARIAL_EPS = 0.1  # PGD budget (pixels) for the adversarially trained model
 ADVERSARIAL_STEPS = 10  # PGD steps while training it; evaluation uses 50
 ROBUST_IMAGES = 1000
@@ -124,12 +141,17 @@ def integer_accuracy(network: IntegerNetwork, test: Split) -> tuple[float, int]:
     return float((logits.argmax(1) == test.labels.numpy()).mean()), int((~inside).sum())
 
 
-def encrypted(network: IntegerNetwork, train: Split, test: Split, images: int) -> dict[str, Any]:
+def encrypted(
+    network: IntegerNetwork, train: Split, test: Split, images: int, rounding: Rounding = "exact"
+) -> dict[str, Any]:
     """Compile, then run ``images`` test images through the real client/server protocol."""
     with tempfile.TemporaryDirectory() as directory:
         started = time.perf_counter()
         manifest = compile_artifact(
-            directory, network, network.quantize_inputs(train.images[:INPUTSET])
+            directory,
+            network,
+            network.quantize_inputs(train.images[:INPUTSET]),
+            CompileOptions(rounding=rounding),
         )
         compile_s = time.perf_counter() - started
         run = encrypted_run(directory, test.images[:images], test.labels[:images])
@@ -248,6 +270,68 @@ def chosen(args: argparse.Namespace, entry: str, models: dict[tuple[str, int], A
     }
 
 
+def rounding_comparison(
+    args: argparse.Namespace, entry: str, models: dict[tuple[str, int], Any]
+) -> dict[str, Any]:
+    """One QAT network compiled with exact and with approximate rounding, run side by side;
+    the approximate circuit's accuracy on the whole test set comes from concrete's simulation
+    of its rounding errors (the plain network cannot reproduce them)."""
+    name, width_text, spec_text = entry.split(":")
+    width, spec = int(width_text), parse_spec(spec_text)
+    train = load_split(name, "train", args.data_root)
+    test = load_split(name, "test", args.data_root)
+    if (name, width) not in models:
+        models[name, width] = train_mlp(train, name, width, epochs=args.epochs)
+    cal = train.images[:CALIBRATION]
+    model = models[name, width]
+    tuned = finetune(model, train.images, train.labels, spec, FINETUNE, calibration=cal)
+    network = tuned.network
+    integer, outside = integer_accuracy(network, test)
+    rows = {r: encrypted(network, train, test, args.rounding_images, r) for r in ROUNDINGS}
+    exact, approximate = (rows[r]["encrypted"] for r in ROUNDINGS)
+    noisy_config = replace(FINETUNE, rounding_noise=ROUNDING_NOISE)
+    noisy = finetune(model, train.images, train.labels, spec, noisy_config, calibration=cal).network
+    noisy_row = encrypted(noisy, train, test, args.rounding_images, "approximate")
+    result = {
+        "entry": entry,
+        "float_accuracy": float_accuracy(model, test.images, test.labels),
+        "integer_accuracy": integer,
+        "test_out_of_range": outside,
+        "exact": rows["exact"],
+        "approximate": rows["approximate"],
+        "approximate_simulated": approximate_accuracy(network, train, test),
+        "speed_up": exact["run_s"] / approximate["run_s"],
+        "noise_qat": {
+            "rounding_noise": ROUNDING_NOISE,
+            "integer_accuracy": integer_accuracy(noisy, test)[0],
+            "approximate": noisy_row,
+            "approximate_simulated": approximate_accuracy(noisy, train, test),
+        },
+    }
+    simulated = result["approximate_simulated"]
+    noise_simulated = result["noise_qat"]["approximate_simulated"]
+    print(
+        f"{entry}: exact {rows['exact']['statistics']['programmable_bootstraps']} PBS "
+        f"{exact['run_s']:.2f}s/img (identical {exact['agreement']:.0%}); approximate "
+        f"{rows['approximate']['statistics']['programmable_bootstraps']} PBS "
+        f"{approximate['run_s']:.2f}s/img (identical {approximate['agreement']:.0%}, same class "
+        f"{approximate['argmax_agreement']:.0%}) = {result['speed_up']:.2f}x; float "
+        f"{result['float_accuracy']:.2%}, integer "
+        f"{integer:.2%}, approximate simulated {simulated['accuracy']:.2%} (same class "
+        f"{simulated['same_class']:.2%}, identical {simulated['identical']:.2%}); noise QAT: "
+        f"integer {result['noise_qat']['integer_accuracy']:.2%}, approximate simulated "
+        f"{noise_simulated['accuracy']:.2%}, encrypted {noisy_row['encrypted']['run_s']:.2f}s/img",
+        flush=True,
+    )
+    return result
+
+
+def approximate_accuracy(network: IntegerNetwork, train: Split, test: Split) -> dict[str, Any]:
+    """The approximately rounded circuit on the whole test set, by concrete's simulation."""
+    traced = network.quantize_inputs(train.images[:INPUTSET])
+    return simulated_accuracy(network, traced, test.images, test.labels)
+
+
 def robustness(args: argparse.Namespace) -> dict[str, Any]:
     """A PGD-trained MLP; its integer networks judged on PGD images made on the float model."""
     train = load_split("mnist", "train", args.data_root)
@@ -291,6 +375,10 @@ def main() -> None:
     parser.add_argument("--table-images", type=int, default=TABLE_IMAGES)
     parser.add_argument("--robust-images", type=int, default=ROBUST_IMAGES)
     parser.add_argument("--adversarial-steps", type=int, default=ADVERSARIAL_STEPS)
+    parser.add_argument("--rounding-entries", nargs="+", default=ROUNDING_ENTRIES)
+    parser.add_argument("--rounding-images", type=int, default=ROUNDING_IMAGES)
+    parser.add_argument("--skip-table", action="store_true", help="skip the chosen settings")
+    parser.add_argument("--skip-rounding", action="store_true")
     parser.add_argument("--skip-trade-off", action="store_true")
     parser.add_argument("--skip-robustness", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke run: one width, few images")
@@ -302,9 +390,14 @@ def main() -> None:
         args.widths, args.specs, args.epochs = [16], SPECS[:1], 2
         args.chosen = ["mnist:16:3,3,1,5", "fashion-mnist:16:3,3,1,5"]
         args.table_images, args.trade_off_images, args.robust_images = 2, 1, 100
+        args.rounding_entries, args.rounding_images = args.chosen[:1], 2
     started = time.perf_counter()
     models: dict[tuple[str, int], Any] = {}
-    result: dict[str, Any] = {"chosen": [chosen(args, entry, models) for entry in args.chosen]}
+    result: dict[str, Any] = {}
+    if not args.skip_table:
+        result["chosen"] = [chosen(args, entry, models) for entry in args.chosen]
+    if not args.skip_rounding:
+        result["rounding"] = [rounding_comparison(args, e, models) for e in args.rounding_entries]
     if not args.skip_trade_off:
         mnist = (
             load_split("mnist", "train", args.data_root),
