@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustlab.crypto.artifact import manifest_rounding, read_manifest
+from robustlab.crypto.artifact import manifest_rounding
 from robustlab.crypto.backend import Rounding, simulated_logits
 from robustlab.crypto.network import IntegerNetwork
 from robustlab.crypto.protocol import ClientBundle, FheClient, FheServer
@@ -130,7 +130,7 @@ def encrypted_run(
         plain_accuracy=plain_correct / count,
         agreement=agree / checked,
         argmax_agreement=same_class / checked,
-        rounding=manifest_rounding(read_manifest(artifact)),
+        rounding=manifest_rounding(server.manifest),
         keygen_s=keygen_s,
         encrypt_s=encrypt_s / count,
         run_s=run_s / count,

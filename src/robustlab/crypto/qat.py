@@ -96,6 +96,12 @@ def _simulation(
         if isinstance(m, (nn.Linear, nn.Conv2d))
     }
 
+    rounded_channels = {  # where approximate rounding can err: channels that are rounded
+        i: torch.as_tensor(layer.lsbs > 0, dtype=torch.float32)
+        for i, layer in enumerate(layers)
+        if isinstance(layer, Lookup)
+    }
+
     def forward(
         x: torch.Tensor, rounding_noise: float = 0.0, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -115,10 +121,10 @@ def _simulation(
                 unit = np.broadcast_to(units[index - 1], lookup.lsbs.shape)
                 pre_step = torch.as_tensor(unit * 2.0**lookup.lsbs, dtype=torch.float32)
                 steps_in = h / pre_step.reshape(shape)
-                if rounding_noise > 0:  # only channels that are rounded at all
-                    rounded = torch.as_tensor(lookup.lsbs > 0, dtype=torch.float32)
+                if rounding_noise > 0:
                     noise = torch.randn(steps_in.shape, generator=generator)
-                    steps_in = steps_in + rounding_noise * rounded.reshape(shape) * noise
+                    mask = rounded_channels[index].reshape(shape)
+                    steps_in = steps_in + rounding_noise * mask * noise
                 h = _ste_round(steps_in) * pre_step.reshape(shape)
                 scale = float(units[index].reshape(-1)[0])
                 h = torch.clamp(_ste_round(F.relu(h) / scale), 0, qmax_a) * scale
