@@ -36,9 +36,9 @@ from robustlab.config import TrialConfig, parse_config
 from robustlab.data import load_split
 from robustlab.io import atomic_write_json, atomic_write_text
 from robustlab.provenance import provenance
-from robustlab.runs import RunDirectory
+from robustlab.store.loading import load_trained_model
+from robustlab.store.runs import RunDirectory
 from robustlab.train import train_trial
-from robustlab.train.loading import load_trained_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import AttackSpec, installed_peers, prepare_peer

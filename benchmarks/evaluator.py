@@ -31,8 +31,8 @@ from robustlab.data import load_split
 from robustlab.io import atomic_write_json
 from robustlab.models import build_model
 from robustlab.provenance import provenance
-from robustlab.runs import RunDirectory
-from robustlab.train.loading import load_trained_model
+from robustlab.store.loading import load_trained_model
+from robustlab.store.runs import RunDirectory
 
 Run = Callable[[], tuple[torch.Tensor, dict[str, float], dict[str, float]]]
 """One evaluation: adversarial inputs, robust accuracy after each attack, seconds per attack."""

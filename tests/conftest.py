@@ -19,9 +19,9 @@ from torch import nn
 from robustlab.config import TrialConfig, parse_config
 from robustlab.data import Split, load_split
 from robustlab.errors import RobustlabError
-from robustlab.runs import RunDirectory
+from robustlab.store.loading import load_trained_model
+from robustlab.store.runs import RunDirectory
 from robustlab.train import train_trial
-from robustlab.train.loading import load_trained_model
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

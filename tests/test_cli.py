@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from robustlab.runs import RunDirectory
+from robustlab.store.runs import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,11 +18,11 @@ pytest.importorskip("concrete.fhe", reason="concrete-python not installed (the f
 
 from typer.testing import CliRunner
 
+from robustlab.cli.fhe import fhe_app
 from robustlab.config import TrialConfig, parse_config
 from robustlab.crypto import QuantSpec, quantize
 from robustlab.crypto.artifact import compile_artifact
 from robustlab.crypto.backend import CompileOptions, compile_network, simulated_logits
-from robustlab.crypto.cli import fhe_app
 from robustlab.crypto.cnn import sum_pool_cnn
 from robustlab.crypto.errors import ArtifactError, EnvelopeError, MismatchError
 from robustlab.crypto.layers import Dense

@@ -23,9 +23,9 @@ from robustlab.config_objectives import FGSMRSObjectiveConfig, FreeObjectiveConf
 from robustlab.experiments import run_experiment
 from robustlab.experiments.collect import collect
 from robustlab.models import build_model
-from robustlab.runs import RunDirectory
+from robustlab.store.checkpoint import load_weights
+from robustlab.store.runs import RunDirectory
 from robustlab.train import train_trial
-from robustlab.train.checkpoint import load_weights
 from robustlab.train.objectives import (
     AdversarialObjective,
     FreeObjective,

@@ -12,7 +12,7 @@ import torch
 from robustlab.errors import ConfigError
 from robustlab.experiments import run_experiment
 from robustlab.experiments.parallel import Job, run_jobs, threads_per_worker
-from robustlab.runs import RunDirectory
+from robustlab.store.runs import RunDirectory
 from robustlab.train.trainer import TrainingReporter
 from tests.test_experiments import experiment, small_experiment, strip_times
 

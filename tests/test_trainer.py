@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from robustlab.errors import CheckpointError, TrainingDivergedError
-from robustlab.runs import RunDirectory
+from robustlab.store.checkpoint import load_training_state, load_weights
+from robustlab.store.runs import RunDirectory
 from robustlab.train import train_trial
-from robustlab.train.checkpoint import load_training_state, load_weights
 from robustlab.train.objectives import ObjectiveOutput, StandardObjective
 from tests.trial_factory import synthetic_trial
 

@@ -16,8 +16,8 @@ from robustlab.evaluate.robust import RobustnessReport, robust_accuracy
 from robustlab.io import atomic_write_json
 from robustlab.modes import eval_mode
 from robustlab.provenance import provenance
-from robustlab.runs import RunDirectory
-from robustlab.train.loading import load_trained_model
+from robustlab.store.loading import load_trained_model
+from robustlab.store.runs import RunDirectory
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from robustlab.evaluate.labels import attack_key
 from robustlab.experiments.shared import shared_prefix, shared_run
 from robustlab.io import atomic_write_json
 from robustlab.provenance import provenance
-from robustlab.runs import RunDirectory
-from robustlab.train.loading import load_trained_model
+from robustlab.store.loading import load_trained_model
+from robustlab.store.runs import RunDirectory
 
 CURVE_POINTS = 41
 

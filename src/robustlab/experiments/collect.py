@@ -14,7 +14,7 @@ from typing import Any
 from robustlab.config import ExperimentConfig, load_experiment
 from robustlab.errors import ConfigError
 from robustlab.experiments.runner import EXPERIMENT_FILE, SUMMARY_FILE
-from robustlab.runs import RunDirectory
+from robustlab.store.runs import RunDirectory
 
 
 @dataclass(frozen=True)

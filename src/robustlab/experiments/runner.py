@@ -30,8 +30,8 @@ from robustlab.experiments.shared import resolved, shared_prefix, shared_run, st
 from robustlab.io import atomic_write_json, atomic_write_text
 from robustlab.models import count_multiply_adds
 from robustlab.provenance import provenance
-from robustlab.runs import RunDirectory
-from robustlab.train.loading import build_for_dataset
+from robustlab.store.loading import build_for_dataset
+from robustlab.store.runs import RunDirectory
 from robustlab.train.trainer import TrainingReporter, train_trial
 
 EXPERIMENT_FILE = "experiment.yaml"

@@ -26,15 +26,15 @@ from robustlab.evaluate.accuracy import evaluate_accuracy
 from robustlab.models import count_parameters
 from robustlab.precision import autocast
 from robustlab.provenance import now_iso, provenance
-from robustlab.runs import RunDirectory
-from robustlab.train.checkpoint import (
+from robustlab.store.checkpoint import (
     TrainingState,
     load_training_state,
     save_training_state,
     save_weights,
 )
+from robustlab.store.loading import build_for_dataset
+from robustlab.store.runs import RunDirectory
 from robustlab.train.inputs import TrialData, choose_dataset, load_trial_data
-from robustlab.train.loading import build_for_dataset
 from robustlab.train.monitoring import (
     build_attacks,
     check_overfitting,

@@ -14,6 +14,8 @@ import yaml
 
 from robustlab import data as datasets
 from robustlab.attacks import build_attack
+from robustlab.cli.console import ConsoleReporter, console, errors, print_table
+from robustlab.cli.fhe import fhe_app
 from robustlab.config import (
     DataConfig,
     ExperimentConfig,
@@ -21,17 +23,15 @@ from robustlab.config import (
     load_experiment,
     parse_config,
 )
-from robustlab.console import ConsoleReporter, console, errors, print_table
-from robustlab.crypto.cli import fhe_app
 from robustlab.device import resolve_device
 from robustlab.errors import ConfigError, RobustlabError
 from robustlab.evaluate import RobustnessReport, evaluate_accuracy
 from robustlab.evaluate.on_run import attack_run
 from robustlab.experiments import run_experiment
 from robustlab.models import MODELS, build_model, count_parameters
-from robustlab.runs import RunDirectory
+from robustlab.store.loading import load_trained_model
+from robustlab.store.runs import RunDirectory
 from robustlab.train import train_trial
-from robustlab.train.loading import load_trained_model
 
 app = typer.Typer(
     add_completion=False,

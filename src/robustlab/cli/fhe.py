@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import typer
 
-from robustlab.console import console, errors, print_table
+from robustlab.cli.console import console, errors, print_table
 from robustlab.crypto.artifact import compile_artifact, read_manifest
 from robustlab.crypto.backend import ROUNDINGS, CompileOptions, Rounding
 from robustlab.crypto.measure import (
@@ -32,8 +32,8 @@ from robustlab.data import load_split
 from robustlab.errors import ConfigError
 from robustlab.io import atomic_write_json
 from robustlab.provenance import provenance
-from robustlab.runs import RunDirectory
-from robustlab.train.loading import load_trained_model
+from robustlab.store.loading import load_trained_model
+from robustlab.store.runs import RunDirectory
 
 fhe_app = typer.Typer(
     no_args_is_help=True,

@@ -11,8 +11,8 @@ from robustlab.config import ModelConfig, TrialConfig
 from robustlab.data import DatasetInfo, dataset_info
 from robustlab.errors import CheckpointError
 from robustlab.models import Classifier, build_model
-from robustlab.runs import RunDirectory
-from robustlab.train.checkpoint import load_training_state, load_weights
+from robustlab.store.checkpoint import load_training_state, load_weights
+from robustlab.store.runs import RunDirectory
 
 
 @dataclass(frozen=True)
