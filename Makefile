@@ -19,7 +19,7 @@ $(INSTALLED): pyproject.toml
 # Tools and peer libraries (test oracles, benchmark baselines); peers go in with --no-deps so
 # their own torch pins cannot replace the CPU build.
 $(DEV_INSTALLED): $(INSTALLED) requirements/peers.txt
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[dev,ray]"
 	$(PIP) --no-deps -r requirements/peers.txt
 	test ! -f requirements/peers-deps.txt || $(PIP) -r requirements/peers-deps.txt
 	touch $@

@@ -74,7 +74,9 @@ def trained_model(path: Path | None) -> nn.Module:
 
 def ours(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AutoAttack) -> Run:
     def run() -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
-        x_adv, record = attack.run(model, x, y)
+        outcome = attack.run(model, x, y)
+        x_adv, record = outcome.x_adv, outcome.cascade
+        assert record is not None
         stages = {name: count / len(y) for name, count in record.robust.items()}
         return x_adv, stages, record.seconds
 

@@ -16,7 +16,8 @@ from torch import nn
 
 from robustlab.attacks import PGD
 from robustlab.attacks.apgd import APGD, APGDT, checkpoints
-from robustlab.attacks.autoattack import AutoAttack
+from robustlab.attacks.autoattack import AutoAttack, CascadeRecord
+from robustlab.attacks.base import AttackOutcome
 from robustlab.data import load_split
 from robustlab.evaluate.accuracy import evaluate_accuracy
 from tests.conftest import TrainedSubject, real_data_root
@@ -160,13 +161,20 @@ class CountingModel(nn.Module):
         return output
 
 
+def cascade(outcome: AttackOutcome) -> CascadeRecord:
+    """The record every AutoAttack run returns with its batch."""
+    assert outcome.cascade is not None
+    return outcome.cascade
+
+
 def test_cascade_attacks_only_still_robust_examples(digits_model: TrainedSubject) -> None:
     eps = 0.1
     x, y = digits_model.batch(48)
     first = CountingModel(digits_model.model, x, eps)
-    _, alone = AutoAttack(eps=eps, attacks=("apgd-ce",)).run(first, x, y)
+    alone = cascade(AutoAttack(eps=eps, attacks=("apgd-ce",)).run(first, x, y))
     both = CountingModel(digits_model.model, x, eps)
-    x_adv, record = AutoAttack(eps=eps, attacks=("apgd-ce", "apgd-t")).run(both, x, y)
+    outcome = AutoAttack(eps=eps, attacks=("apgd-ce", "apgd-t")).run(both, x, y)
+    x_adv, record = outcome.x_adv, cascade(outcome)
 
     assert record.robust["apgd-ce"] == alone.robust["apgd-ce"]
     assert 0 < record.robust["apgd-ce"] < record.robust["clean"]  # the test needs survivors
@@ -186,7 +194,8 @@ def test_cascade_attacks_only_still_robust_examples(digits_model: TrainedSubject
 def test_cascade_record_and_first_success(mnist_model: TrainedSubject) -> None:
     x, y = mnist_model.batch(100)
     attack = AutoAttack(eps=0.15, version="fast")
-    x_adv, record = attack.run(mnist_model.model, x, y)
+    outcome = attack.run(mnist_model.model, x, y)
+    x_adv, record = outcome.x_adv, cascade(outcome)
     counts = list(record.robust.values())
     assert list(record.robust) == ["clean", "apgd-ce", "apgd-t"]
     assert counts == sorted(counts, reverse=True)
@@ -195,6 +204,7 @@ def test_cascade_record_and_first_success(mnist_model: TrainedSubject) -> None:
     assert sum(record.broken.values()) == counts[0] - counts[-1]
     assert (x_adv - x).abs().max() <= 0.15 + 1e-6
     assert torch.equal(attack(mnist_model.model, x, y), x_adv)  # fixed seed: same result
+    assert outcome.trace is None and outcome.queries is None  # only the cascade's extras
 
 
 def test_bf16_cascade_judges_success_in_fp32(mnist_model: TrainedSubject) -> None:
@@ -202,9 +212,8 @@ def test_bf16_cascade_judges_success_in_fp32(mnist_model: TrainedSubject) -> Non
     as still robust (and try the next member on it), so its record agrees with the fp32 model
     on the inputs it returns and it is never weaker than its own first stage."""
     x, y = mnist_model.batch(200)
-    x_adv, record = AutoAttack(eps=0.1, version="fast", precision="bf16").run(
-        mnist_model.model, x, y
-    )
+    outcome = AutoAttack(eps=0.1, version="fast", precision="bf16").run(mnist_model.model, x, y)
+    x_adv, record = outcome.x_adv, cascade(outcome)
     assert 0 < record.robust["apgd-t"] < record.robust["clean"]  # the test needs survivors
     assert record.robust["apgd-t"] == round(
         evaluate_accuracy(mnist_model.model, x_adv, y).accuracy * len(y)
@@ -282,7 +291,7 @@ def test_matches_authors_autoattack(subject: str, request: pytest.FixtureRequest
     """Ours at most 0.5 points above theirs after every stage, on the same images at ε=0.3."""
     trained: TrainedSubject = request.getfixturevalue(subject)
     x, y = trained.batch(CROSS_CHECK_IMAGES)
-    _, record = AutoAttack(eps=EPS, attacks=STAGES).run(trained.model, x, y)
+    record = cascade(AutoAttack(eps=EPS, attacks=STAGES).run(trained.model, x, y))
     ours = {name: count / len(y) for name, count in record.robust.items()}
     theirs = reference_cascade(trained.model, x, y)
     print(f"\n{subject}, {len(y)} images, eps={EPS}: ours {ours}\n  theirs {theirs}")  # -s shows it

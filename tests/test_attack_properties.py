@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+from torch import nn
 
-from robustlab.attacks import ATTACKS, Attack, build_attack
+from robustlab.attacks import ATTACKS, PGD, Attack, build_attack
+from robustlab.attacks.apgd import APGD, APGDT
+from robustlab.attacks.autoattack import AutoAttack
 from robustlab.attacks.norms import get_norm
+from robustlab.attacks.square import Square
 from robustlab.evaluate.accuracy import evaluate_accuracy
 from tests.attack_cases import FAST_PARAMS, L0_BUDGET_FIELD
 from tests.conftest import TrainedSubject
@@ -120,3 +126,105 @@ def test_build_attack_names_bad_parameters() -> None:
         build_attack("pgd", epsilon=0.3)
     with pytest.raises(ConfigError, match=r"PGD.steps must be >= 0"):
         build_attack("pgd", steps=-1)
+
+
+# --- Typed extras: ``run`` returns what an attack declares, and refuses the rest ------------
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_undeclared_options_are_refused_by_name(name: str, digits_model: TrainedSubject) -> None:
+    attack = make(name)
+    x, y = digits_model.batch(4)
+    target = (y + 1) % 10 if attack.targeted_only else None
+    owner = type(attack).__name__
+    if not attack.traceable:
+        with pytest.raises(ValueError, match=rf"{owner} does not trace"):
+            attack.run(digits_model.model, x, y, target=target, trace=True)
+    if not attack.accepts_budgets:
+        with pytest.raises(ValueError, match=rf"{owner} takes no per-example budgets"):
+            attack.run(digits_model.model, x, y, target=target, budgets=torch.full((4,), 0.1))
+
+
+@pytest.mark.parametrize("name", [n for n in ATTACKS.names() if ATTACKS.get(n).traceable])
+def test_trace_has_every_step_and_never_drops_with_early_stop(
+    name: str, digits_model: TrainedSubject
+) -> None:
+    attack = make(name, early_stop=True)
+    x, y = digits_model.batch(COUNT)
+    outcome = attack.run(digits_model.model, x, y, trace=True)
+    assert outcome.trace is not None
+    assert outcome.trace.shape == (attack.steps + 1,)  # type: ignore[attr-defined]
+    assert torch.all(outcome.trace[1:] >= outcome.trace[:-1])
+    assert 0 < int(outcome.trace[-1]) <= COUNT
+    assert torch.equal(outcome.x_adv, attack(digits_model.model, x, y))
+
+
+@pytest.mark.parametrize("name", [n for n in ATTACKS.names() if ATTACKS.get(n).accepts_budgets])
+def test_budgets_bound_every_example_by_its_own_radius(
+    name: str, digits_model: TrainedSubject
+) -> None:
+    attack = make(name)
+    assert attack.budget is not None
+    x, y = digits_model.batch(COUNT)
+    radii = torch.linspace(0.0, attack.budget, COUNT)
+    x_adv = attack.run(digits_model.model, x, y, budgets=radii).x_adv
+    size = get_norm(attack.threat).size(x_adv - x)
+    assert torch.all(size <= radii + TOLERANCE)
+    assert size[0] == 0 and size[-1] > 0
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+# --- Best of restarts: one loop in the base class, the numbers of the four it replaced -----
+
+
+def tiny_subject() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A seeded 5-class conv net on 24 random 6×6 images, labelled by its own predictions:
+    at ε = 0.05 about half survive every attack, so later restarts have work to do."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 5))
+    x = torch.rand(24, 1, 6, 6)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    return model.eval(), x, y
+
+
+PINNED: dict[str, tuple[Attack, float, int]] = {
+    "pgd": (PGD(eps=0.05, steps=5, restarts=3), 432.435394, 12),
+    "apgd": (APGD(eps=0.05, steps=8, restarts=2), 432.548951, 12),
+    "apgd-t": (APGDT(eps=0.05, steps=8, restarts=2, target_classes=3), 433.930391, 14),
+    "square": (Square(eps=0.05, queries=20, restarts=2), 430.674764, 6),
+    "autoattack": (AutoAttack(eps=0.05, version="fast"), 433.321169, 14),
+}
+"""Sum of x_adv and examples fooled, measured (torch 2.13, CPU) before the restart loops of
+PGD, APGD, APGD-T and Square moved into ``Attack._best_of_restarts``. Scaling the weights by
+1 + 1e-6·N(0, 1) leaves every sum unchanged to 1e-6, so a mismatch means other random draws
+or other tie-breaking, not other rounding."""
+
+
+@pytest.mark.parametrize("name", PINNED)
+def test_restarts_keep_their_pinned_results(name: str) -> None:
+    attack, total, fooled = PINNED[name]
+    model, x, y = tiny_subject()
+    x_adv = attack(model, x, y)
+    with torch.no_grad():
+        assert int((model(x_adv).argmax(dim=1) != y).sum()) == fooled
+    assert float(x_adv.double().sum()) == pytest.approx(total, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "single",
+    [PGD(eps=0.05, steps=5), APGD(eps=0.05, steps=8), Square(eps=0.05, queries=20)],
+    ids=lambda attack: attack.name,
+)
+def test_later_restarts_run_only_on_survivors(single: Attack) -> None:
+    """The first restart draws what a single run draws, so every example it fooled comes back
+    exactly as a single run returns it; later restarts can only add fooled examples."""
+    model, x, y = tiny_subject()
+    once = single(model, x, y)
+    several = dataclasses.replace(single, restarts=3)(model, x, y)  # type: ignore[type-var]
+    with torch.no_grad():
+        fooled_once = model(once).argmax(dim=1) != y
+        fooled_several = model(several).argmax(dim=1) != y
+    assert bool(fooled_once.any()) and not torch.equal(once, several)
+    assert torch.equal(several[fooled_once], once[fooled_once])
+    assert torch.all(fooled_several[fooled_once])

@@ -94,7 +94,7 @@ def shrunk_quickstart(tmp_path: Path) -> Path:
 def test_run_quickstart_config_and_rerun_skips(tmp_path) -> None:
     config = shrunk_quickstart(tmp_path)
     first = robustlab("run", str(config), "--out", "runs", cwd=tmp_path)
-    assert "thesis-shallow-calibrated-s0" in first.stdout and "adversarial  2/2" in first.stdout
+    assert "thesis-shallow-s0" in first.stdout and "adversarial  2/2" in first.stdout
     experiment = tmp_path / "runs" / "quickstart"
     summary = json.loads((experiment / "summary.json").read_text())
     assert [t["epochs"] for t in summary["trials"]] == [5, 5]
@@ -104,9 +104,13 @@ def test_run_quickstart_config_and_rerun_skips(tmp_path) -> None:
     assert len(list((tmp_path / "runs" / "shared").iterdir())) == 2
     second = robustlab("run", str(config), "--out", "runs", cwd=tmp_path)
     assert "loss" not in second.stdout  # finished trials skipped
-    assert "thesis-shallow-calibrated-s0" in second.stdout
+    assert "thesis-shallow-s0" in second.stdout
     reported = robustlab("report", str(experiment), cwd=tmp_path)
     assert "Table 5.1 shape" in reported.stdout and "Calibrated ε*" in reported.stdout
+    status = robustlab("sweep", "status", "quickstart", "--out", "runs", cwd=tmp_path)
+    assert "2 done" in status.stdout and "thesis-deep-s0" in status.stdout
+    kinds = robustlab("kinds", cwd=tmp_path)
+    assert "two-phase" in kinds.stdout and "sweep" in kinds.stdout
 
 
 def test_user_errors_are_one_clear_line(tmp_path) -> None:

@@ -21,10 +21,11 @@ import torch
 import yaml
 from matplotlib.image import imread
 
-from robustlab.config import ExperimentConfig, parse_config, to_yaml
+from robustlab.config import ExecutorConfig, ExperimentConfig, parse_config, to_yaml
 from robustlab.errors import ConfigError
-from robustlab.experiments import run_experiment
-from robustlab.experiments.report import write_experiment_report
+from robustlab.experiments import build_plan, run_experiment
+from robustlab.experiments.executors import build_executor
+from robustlab.experiments.reporting import write_experiment_report
 from robustlab.store.runs import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,7 @@ models:
   - {name: convnet, options: {depth: 3, width: 0.25}, label: deep}
 seeds: [0, 1]
 device: cpu
+threat: {eps: calibrated}
 phases:
   - name: clean
     epochs: 2
@@ -45,29 +47,21 @@ phases:
     shared: true
     evaluation:
       attacks: [{name: pgd, eps: 0.1, steps: 5}]
-      phase_end_attacks: [{name: pgd, eps: 0.1, steps: 10, images: 50}]
+      phase_end_attacks: [{name: pgd, steps: 10, images: 50}]
   - name: adversarial
     epochs: 2
     batch_size: 64
-    objective: {type: adversarial, attack: {name: pgd, eps: 0.1, steps: 3}}
+    objective: {type: adversarial, attack: {name: pgd, steps: 3}}
 evaluation:
   train_subset: 200
   attack_images: 100
-  attacks: [{name: pgd, eps: 0.1, steps: 5}]
-  phase_end_attacks: [{name: pgd, eps: 0.1, steps: 10}, {name: fgsm, eps: 0.1}]
+  attacks: [{name: pgd, steps: 5}]
+  phase_end_attacks: [{name: pgd, steps: 10}, {name: fgsm}]
 calibration:
   after_phase: clean
   images: 100
   iterations: 4
   attack: {name: pgd, eps: 1.0, steps: 10, early_stop: true}
-settings:
-  - name: calibrated
-    overrides:
-      phases.1.objective.attack.eps: calibrated
-      evaluation.attacks.0.eps: calibrated
-      evaluation.phase_end_attacks.0.eps: calibrated
-      evaluation.phase_end_attacks.1.eps: calibrated
-      phases.0.evaluation.phase_end_attacks.0.eps: calibrated
 report:
   hypothesis: {shallow: shallow, deep: deep}
   reference: thesis-table-5-1
@@ -104,12 +98,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_experiment_runs_every_trial_with_the_calibrated_eps(finished: Path) -> None:
     summary = json.loads((finished / "summary.json").read_text())
     names = [trial["trial"] for trial in summary["trials"]]
-    assert names == [
-        "shallow-calibrated-s0",
-        "shallow-calibrated-s1",
-        "deep-calibrated-s0",
-        "deep-calibrated-s1",
-    ]
+    assert names == ["shallow-s0", "shallow-s1", "deep-s0", "deep-s1"]
     eps = summary["calibration"]["eps"]
     assert 0 < eps < 0.5
     config = RunDirectory(finished / names[0]).read_config()
@@ -131,7 +120,7 @@ def test_interrupted_experiment_resumes_to_the_same_result(tmp_path: Path, finis
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    first_trial = RunDirectory(tmp_path / "runs" / "small" / "shallow-calibrated-s0")
+    first_trial = RunDirectory(tmp_path / "runs" / "small" / "shallow-s0")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         epochs = [r for r in first_trial.read_metrics() if r.get("event") == "epoch"]
@@ -143,7 +132,7 @@ def test_interrupted_experiment_resumes_to_the_same_result(tmp_path: Path, finis
     assert not (tmp_path / "runs" / "small" / "summary.json").exists()
 
     subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=600)
-    for name in ("shallow-calibrated-s0", "deep-calibrated-s1"):
+    for name in ("shallow-s0", "deep-s1"):
         resumed = RunDirectory(tmp_path / "runs" / "small" / name)
         reference = RunDirectory(finished / name)
         assert strip_times(resumed.read_metrics()) == strip_times(reference.read_metrics())
@@ -153,7 +142,7 @@ def test_interrupted_experiment_resumes_to_the_same_result(tmp_path: Path, finis
 def test_report_has_every_format(finished: Path) -> None:
     folder = finished / "report"
     markdown = (folder / "report.md").read_text()
-    assert "Table 5.1 shape [calibrated]" in markdown and "Hypothesis 1" in markdown
+    assert "Table 5.1 shape:" in markdown and "Hypothesis 1" in markdown
     assert "Thesis Table 5.1" in markdown and "88.5% under AutoAttack" in markdown
     # the adversary's image counts are the ones each phase's attack ran on
     assert "on the first 50 test images before (clean) and the first 100 test images after" in (
@@ -166,12 +155,7 @@ def test_report_has_every_format(finished: Path) -> None:
     assert numeric and all(math.isfinite(float(row["mean"])) for row in numeric)
     assert any(row["std"] for row in numeric)
     figures = sorted(path.name for path in (folder / "figures").iterdir())
-    assert figures == [
-        "attack-calibrated.png",
-        "calibration.png",
-        "combined-calibrated.png",
-        "training-calibrated.png",
-    ]
+    assert figures == ["attack.png", "calibration.png", "combined.png", "training.png"]
     for name in figures:
         image = imread(folder / "figures" / name)
         assert image.shape[0] > 100 and image.std() > 0.01  # a real picture, not blank
@@ -222,43 +206,109 @@ def test_report_page_renders_in_headless_chromium(finished: Path, tmp_path: Path
 def test_report_can_be_rebuilt_and_names_unfinished_trials(finished: Path, tmp_path: Path) -> None:
     copy = tmp_path / "small"
     shutil.copytree(finished, copy)
-    shutil.rmtree(copy / "deep-calibrated-s1")
+    shutil.rmtree(copy / "deep-s1")
     (copy / "summary.json").unlink()
     write_experiment_report(copy)
     markdown = (copy / "report" / "report.md").read_text()
-    assert "Not finished (left out): deep-calibrated-s1" in markdown
+    assert "Not finished (left out): deep-s1" in markdown
     assert "| deep | 1 |" in markdown
 
 
-def test_same_name_different_config_is_refused(finished: Path) -> None:
+def test_a_trial_whose_config_changed_is_refused_naming_the_field(finished: Path) -> None:
     raw = small_experiment()
     raw["phases"][1]["epochs"] = 3
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match=r"ran with a different config.*phases\.1\.epochs"):
         run_experiment(experiment(raw), finished.parent)
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"settings": [{"name": "x", "overrides": {"phases.5.epochs": 2}}]}, "has no item '5'"),
-        ({"settings": [{"name": "x", "overrides": {"phases.1.epoch": 2}}]}, "has no field 'epoch'"),
-        ({"settings": [{"name": "x", "overrides": {"seeds": [3]}}]}, "only fields under"),
-        (
-            {"settings": [{"name": "x", "overrides": {"phases.1.objective.attack.epz": 1}}]},
-            "no parameter 'epz'",
-        ),
-        ({"calibration": {"after_phase": "adversarial"}}, "must name a shared phase"),
-        ({"calibration": None}, "has no calibration section"),
-    ],
-)
-def test_settings_and_calibration_errors_name_the_field(change: dict, message: str) -> None:
+SWEEP_ERRORS = [
+    ({"sweep": {"grid": {"phases.missing.epochs": [2]}}}, "no phase named 'missing'"),
+    ({"sweep": {"grid": {"phases.adversarial.epoch": [2]}}}, "phases.1.epoch: unknown key"),
+    ({"sweep": {"grid": {"seeds": [3]}}}, "a sweep varies fields under"),
+    (
+        {"sweep": {"grid": {"phases.adversarial.objective.attack.epz": [1]}}},
+        "no parameter 'epz'",
+    ),
+    ({"sweep": {"grid": {"phases.adversarial.epochs": []}}}, "an empty list of values"),
+    ({"sweep": {"grid": {"phases.adversarial.epochs": ["many"]}}}, "valid integer"),
+    ({"sweep": {"grid": {"model.options.depth": [2.5]}}}, "option 'depth' must be an integer"),
+    ({"sweep": {}}, "a sweep needs a grid or points"),
+    ({"sweep": {"grid": {"threat.eps": ["lots"]}}}, "expected a number"),
+    ({"calibration": {"after_phase": "adversarial"}}, "must name a shared phase"),
+    ({"calibration": None}, "has no calibration section"),
+    ({"settings": [{"name": "x", "overrides": {}}]}, "replaced by threat"),
+    ({"executor": "dask"}, "executor.type"),
+    ({"kind": "nope"}, "unknown experiment kind 'nope'"),
+    (
+        {"report": {"hypothesis": {"shallow": "shallow", "deep": "deeper"}}},
+        "report.hypothesis.deep: no model",
+    ),
+    ({"report": {"titel": "x"}}, "report.titel: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), SWEEP_ERRORS)
+def test_config_errors_name_the_field_before_any_work(change: dict, message: str) -> None:
     raw = {**small_experiment(), **change}
     with pytest.raises(ConfigError, match=re.escape(message)):
+        build_plan(experiment(raw))
+
+
+def test_an_executor_that_is_not_installed_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if absent
+    with pytest.raises(ConfigError, match=r"ray is not installed.*robustlab\[ray\]"):
+        build_executor(ExecutorConfig(type="ray"), 2)
+    with pytest.raises(ConfigError, match="serial runs one job at a time"):
+        build_executor(ExecutorConfig(type="serial"), 2)
+
+
+def test_calibrated_eps_may_not_reach_a_shared_phase() -> None:
+    raw = small_experiment()
+    raw["phases"][0]["evaluation"]["attacks"] = [{"name": "pgd", "steps": 5}]  # inherits ε*
+    with pytest.raises(ConfigError, match="shared phase clean would train or be attacked"):
         experiment(raw)
 
 
-def test_calibrated_eps_may_not_reach_a_shared_phase(tmp_path: Path) -> None:
+def test_one_eps_reaches_every_attack_that_states_none() -> None:
+    """The threat's ε fills the training attack, the per-epoch and phase-end attacks; attacks
+    with their own ε keep it; the calibrated ε is filled in only when known."""
+    raw = {**small_experiment(), "threat": {"eps": "8/255"}}
+    (spec, *_) = build_plan(experiment(raw)).trials
+    trial = spec.resolve()
+    assert trial.phases[1].objective.attack.params["eps"] == 8 / 255  # type: ignore[union-attr]
+    assert [a.params["eps"] for a in trial.evaluation.phase_end_attacks] == [8 / 255] * 2
+    assert trial.phases[0].evaluation.attacks[0].params["eps"] == 0.1  # type: ignore[index]
+    calibrated = build_plan(experiment(small_experiment())).trials[0]
+    assert calibrated.needs_calibration
+    with pytest.raises(ValueError, match="calibrate first"):
+        calibrated.resolve()
+    assert calibrated.resolve(0.25).evaluation.attacks[0].params["eps"] == 0.25  # type: ignore[index]
+
+
+def test_sweep_points_expand_once_with_names_from_the_varied_values() -> None:
     raw = small_experiment()
-    raw["settings"][0]["overrides"]["phases.0.evaluation.attacks.0.eps"] = "calibrated"
-    with pytest.raises(ConfigError, match="calibrated ε into a shared phase"):
-        run_experiment(experiment(raw), tmp_path)
+    raw["models"] = [{"name": "convnet", "options": {"width": 0.25}}]
+    raw["report"] = {}
+    raw["sweep"] = {
+        "grid": {"model.options.depth": [2, 3], "phases.*.optimizer.weight_decay": [0.0, 1e-4]},
+        "points": [{"threat.eps": "8/255"}, {"threat.eps": "calibrated", "label": "star"}],
+    }
+    raw["seeds"] = [0]
+    plan = build_plan(experiment(raw))
+    names = [spec.name for spec in plan.trials]
+    assert names[:4] == [
+        "convnet-eps8-255-depth2-weight_decay0-s0",
+        "convnet-eps8-255-depth2-weight_decay0.0001-s0",
+        "convnet-eps8-255-depth3-weight_decay0-s0",
+        "convnet-eps8-255-depth3-weight_decay0.0001-s0",
+    ]
+    assert names[4] == "convnet-star-depth2-weight_decay0-s0" and len(names) == 8
+    deep = plan.trial("convnet-eps8-255-depth3-weight_decay0.0001-s0")
+    config = deep.resolve()
+    assert config.model.options == {"width": 0.25, "depth": 3}
+    assert all(phase.optimizer.weight_decay == 1e-4 for phase in config.phases)
+    assert config.evaluation.attacks[0].params["eps"] == 8 / 255  # type: ignore[index]
+    assert plan.facts[deep.name].parameters > plan.facts[names[0]].parameters
+    assert not deep.needs_calibration and plan.trial(names[4]).needs_calibration

@@ -3,8 +3,8 @@ than the same model trained on clean inputs for as long; the overfitting check s
 and restores the weights before it.
 
 One experiment on the built-in digits holds them all: a shared standard-training phase
-(trained once) and one setting per objective for the second phase, which also exercises
-settings, shared phases and the phase-end evaluation.
+(trained once) and one sweep point per objective for the second phase, which also exercises
+sweeps over a whole objective, shared phases and the phase-end evaluation.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from robustlab.attacks import PGD
 from robustlab.config import ExperimentConfig, PhaseConfig, TrialConfig, parse_config
-from robustlab.config_objectives import FGSMRSObjectiveConfig, FreeObjectiveConfig
-from robustlab.experiments import run_experiment
+from robustlab.config.objectives import FGSMRSObjectiveConfig, FreeObjectiveConfig
+from robustlab.experiments import build_plan, run_experiment
 from robustlab.experiments.collect import collect
 from robustlab.models import build_model
 from robustlab.store.checkpoint import load_weights
@@ -70,10 +70,12 @@ def objectives_experiment() -> ExperimentConfig:
             "attacks": [PGD_EVAL],
             "phase_end_attacks": [PGD_EVAL],
         },
-        "settings": [
-            {"name": name, "overrides": {"phases.1.objective": objective}}
-            for name, objective in OBJECTIVES.items()
-        ],
+        "sweep": {
+            "points": [
+                {"phases.second.objective": objective, "label": name}
+                for name, objective in OBJECTIVES.items()
+            ]
+        },
     }
     config: ExperimentConfig = parse_config(ExperimentConfig, raw, source="test")
     return config
@@ -87,7 +89,7 @@ def objectives_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _robust(out: Path, setting: str, phase: str) -> float:
-    data = collect(out / "objectives")
+    data = collect(out / "objectives", build_plan(objectives_experiment()))
     (trial,) = data.group(setting, "thesis-shallow")
     evaluation = trial.phases[phase].evaluation
     assert evaluation is not None
@@ -108,9 +110,9 @@ def test_objective_trains_and_beats_standard_training_under_pgd(
     assert robust > standard + 0.1, (setting, robust, standard)
 
 
-def test_settings_share_one_clean_phase(objectives_run: Path) -> None:
+def test_sweep_points_share_one_clean_phase(objectives_run: Path) -> None:
     shared = list((objectives_run / "shared").iterdir())
-    assert len(shared) == 1  # one model × one seed; six settings start from it
+    assert len(shared) == 1  # one model × one seed; six sweep points start from it
     reference = load_weights(RunDirectory(shared[0]).phase_weights("clean"))
     for setting in OBJECTIVES:
         run = RunDirectory(objectives_run / "objectives" / f"thesis-shallow-{setting}-s0")
@@ -122,7 +124,8 @@ def test_settings_share_one_clean_phase(objectives_run: Path) -> None:
 
 def test_shared_start_matches_training_from_scratch(objectives_run: Path, tmp_path: Path) -> None:
     """A trial started from the shared phase ends where training it alone would."""
-    (trial,) = [t for t in objectives_experiment().trials() if t.setting == "fgsm_rs"]
+    (spec,) = [s for s in build_plan(objectives_experiment()).trials if s.point.label == "fgsm_rs"]
+    trial = spec.resolve()
     alone = trial.model_copy(
         update={"phases": [p.model_copy(update={"shared": False}) for p in trial.phases]}
     )

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from robustlab.attacks import FGSM, PGD
-from robustlab.config_objectives import FGSMRSObjectiveConfig, OverfittingCheckConfig
+from robustlab.config.objectives import FGSMRSObjectiveConfig, OverfittingCheckConfig
 from robustlab.data import load_split
 from robustlab.evaluate.accuracy import evaluate_accuracy
 from robustlab.train.monitoring import check_overfitting

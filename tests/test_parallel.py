@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from robustlab.errors import ConfigError
 from robustlab.experiments import run_experiment
-from robustlab.experiments.parallel import Job, run_jobs, threads_per_worker
+from robustlab.experiments.executors import Job, JobFailure, ProcessExecutor, threads_per_job
 from robustlab.store.runs import RunDirectory
 from robustlab.train.trainer import TrainingReporter
 from tests.test_experiments import experiment, small_experiment, strip_times
@@ -73,20 +74,43 @@ def test_two_jobs_give_the_same_trials_as_one_after_another(
     assert summary["calibration"]["eps"] == reference["calibration"]["eps"]
 
 
+class Recorder:
+    """Executor events, in the order they came."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def started(self, job: Job[Any]) -> None:
+        self.events.append(("started", job.label))
+
+    def finished(self, job: Job[Any], result: Any) -> None:
+        self.events.append(("finished", job.label))
+
+    def failed(self, job: Job[Any], error: BaseException) -> None:
+        self.events.append(("failed", f"{job.label}: {error}"))
+
+
 @pytest.mark.parametrize("threads", [2, 4])
 def test_each_worker_gets_an_equal_share_of_the_threads(threads: int) -> None:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         jobs = [Job(f"job{index}", _threads, cost=index) for index in range(3)]
-        shares = run_jobs(jobs, 2, TrainingReporter())
+        shares = ProcessExecutor(2).run(jobs, TrainingReporter(), Recorder())
     finally:
         torch.set_num_threads(before)
     assert shares == [threads // 2] * 3
-    assert threads_per_worker(3) == 1 and threads_per_worker(1) == torch.get_num_threads()
+    assert threads_per_job(3) == 1 and threads_per_job(1) == torch.get_num_threads()
 
 
-def test_a_failing_job_raises_its_own_error_in_the_parent() -> None:
-    jobs = [Job("fine", _threads, cost=1), Job("broken", _fail, cost=2)]
-    with pytest.raises(ConfigError, match="broken on purpose"):
-        run_jobs(jobs, 2, TrainingReporter())
+def test_a_failing_job_comes_back_with_its_own_error_and_the_others_finish() -> None:
+    jobs = [Job("fine", _threads, cost=1), Job("broken", _fail, cost=2), Job("late", _threads)]
+    recorder = Recorder()
+    results = ProcessExecutor(2).run(jobs, TrainingReporter(), recorder)
+    failure = results[1]
+    assert isinstance(failure, JobFailure) and isinstance(failure.error, ConfigError)
+    assert "broken on purpose" in str(failure.error)
+    assert isinstance(results[0], int) and isinstance(results[2], int)
+    assert recorder.events[:2] == [("started", "broken"), ("started", "fine")]  # largest first
+    assert ("failed", "broken: phases.0.epochs: broken on purpose") in recorder.events
+    assert sum(kind == "finished" for kind, _ in recorder.events) == 2

@@ -9,6 +9,7 @@ Algorithm 1 and Section 3.2 of the paper.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -113,20 +114,12 @@ class APGD(Attack):
         y: torch.Tensor,
         target: torch.Tensor | None,
     ) -> torch.Tensor:
-        best = x.clone()
-        best_loss = torch.full((len(x),), float("-inf"), device=x.device)
-        succeeded = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for _ in range(self.restarts):
-            todo = (~succeeded).nonzero().squeeze(1)
-            if len(todo) == 0:
-                break
-            t = None if target is None else target[todo]
-            point, loss, won = self._run(context, x[todo], y[todo], t, success_target=t)
-            better = won | (loss > best_loss[todo])
-            best[todo[better]] = point[better]
-            best_loss[todo[better]] = loss[better]
-            succeeded[todo[won]] = True
-        return best
+        def run_once(
+            x_sub: torch.Tensor, y_sub: torch.Tensor, t_sub: torch.Tensor | None, _: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return self._run(context, x_sub, y_sub, t_sub, success_target=t_sub)
+
+        return self._best_of_restarts(x, y, target, self.restarts, run_once)
 
     def _run(
         self,
@@ -308,23 +301,23 @@ class APGDT(APGD):
             clean = context.logits(x)
         ranked = clean.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
         count = min(self.target_classes, clean.shape[1] - 1)
-        best = x.clone()
-        best_margin = torch.full((len(x),), float("-inf"), device=x.device)
-        succeeded = clean.argmax(dim=1) != y
-        for rank in range(count):
-            for _ in range(self.restarts):
-                todo = (~succeeded).nonzero().squeeze(1)
-                if len(todo) == 0:
-                    return best
-                aim = ranked[todo, rank]
-                point, _, won = self._run(context, x[todo], y[todo], aim, success_target=None)
-                with torch.no_grad():
-                    margin = dlr(context.logits(point), y[todo])
-                better = won | (margin > best_margin[todo])
-                best[todo[better]] = point[better]
-                best_margin[todo[better]] = margin[better]
-                succeeded[todo[won]] = True
-        return best
+        # One best-of loop over all attempts, target by target with ``restarts`` runs each:
+        # the kept point, its margin and the fooled set carry over from target to target.
+        attempt = itertools.count()
+
+        def run_once(
+            x_sub: torch.Tensor, y_sub: torch.Tensor, _: torch.Tensor | None, index: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            aim = ranked[index, next(attempt) // self.restarts]
+            point, _loss, won = self._run(context, x_sub, y_sub, aim, success_target=None)
+            with torch.no_grad():
+                margin = dlr(context.logits(point), y_sub)
+            return point, margin, won
+
+        misclassified = clean.argmax(dim=1) != y
+        return self._best_of_restarts(
+            x, y, None, count * self.restarts, run_once, done=misclassified
+        )
 
 
 def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

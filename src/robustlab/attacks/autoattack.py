@@ -9,15 +9,13 @@ result per example is the first adversarial found.
 from __future__ import annotations
 
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import torch
-from torch import nn
 
 from robustlab.attacks.apgd import APGD, APGDT, APGDNorm
-from robustlab.attacks.base import Attack, AttackContext
+from robustlab.attacks.base import Attack, AttackContext, AttackOutcome
 from robustlab.attacks.registry import register_attack
 from robustlab.attacks.validation import check_range
 
@@ -43,13 +41,10 @@ extra starts broke 8 of 1000 images that the first start missed, for ≈ 115 s o
 SQUARE_QUERIES = 5000
 SQUARE_P_INIT = 0.8
 
-_RECORD_SINK: ContextVar[list[CascadeRecord] | None] = ContextVar("_RECORD_SINK", default=None)
-"""Where ``_perturb`` leaves its record while ``run`` is waiting for it."""
-
 
 @dataclass(frozen=True)
 class CascadeRecord:
-    """What ``AutoAttack.run`` learned besides the adversarial batch.
+    """What the cascade learned besides the adversarial batch: ``run(...).cascade``.
 
     ``robust``: examples still classified correctly after each stage, cumulatively ("clean"
     first, then each attack in order); ``broken``: how many each attack newly fooled;
@@ -80,10 +75,10 @@ class AutoAttack(Attack):
     Every member stops fooled examples early (examples are independent, so this only saves
     time) and shares ``seed``, so ``early_stop`` changes nothing. With
     ``precision="bf16"`` the members run under bf16 autocast but success is judged in fp32.
-    ``run`` also returns a ``CascadeRecord`` of how many examples each attack broke.
+    ``run(...).cascade`` is a ``CascadeRecord`` of how many examples each attack broke.
 
-    Example: ``x_adv, record = AutoAttack(eps=0.3).run(model, x, y)``;
-    ``record.robust`` → ``{"clean": 98, "apgd-ce": 12, "apgd-t": 9, "square": 9}``.
+    Example: ``outcome = AutoAttack(eps=0.3).run(model, x, y)``; ``outcome.x_adv``, and
+    ``outcome.cascade.robust`` → ``{"clean": 98, "apgd-ce": 12, "apgd-t": 9, "square": 9}``.
     """
 
     eps: float = 0.3
@@ -170,25 +165,13 @@ class AutoAttack(Attack):
             early_stop=True,
         )
 
-    def run(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor
-    ) -> tuple[torch.Tensor, CascadeRecord]:
-        """Like calling the attack, but also return the per-attack ``CascadeRecord``."""
-        sink: list[CascadeRecord] = []
-        token = _RECORD_SINK.set(sink)
-        try:
-            x_adv = self(model, x, y)
-        finally:
-            _RECORD_SINK.reset(token)
-        return x_adv, sink[-1]
-
     def _perturb(
         self,
         context: AttackContext,
         x: torch.Tensor,
         y: torch.Tensor,
         target: torch.Tensor | None,
-    ) -> torch.Tensor:
+    ) -> AttackOutcome:
         model = context.model
         # Success is always judged in fp32, even when the members run under bf16: an input
         # that fools only the bf16 model is not adversarial for the model being evaluated,
@@ -213,7 +196,5 @@ class AutoAttack(Attack):
             seconds[name] = time.perf_counter() - started
             broken[name] = len(todo) - int(robust.sum())
             counts[name] = int(robust.sum())
-        sink = _RECORD_SINK.get()
-        if sink is not None:
-            sink.append(CascadeRecord(robust=counts, broken=broken, seconds=seconds))
-        return x_adv
+        record = CascadeRecord(robust=counts, broken=broken, seconds=seconds)
+        return AttackOutcome(x_adv=x_adv, cascade=record)

@@ -1,8 +1,11 @@
 """The attack contract, enforced once for every attack.
 
-An attack is a frozen, keyword-only value holding its hyper-parameters; calling it with a
-model and a batch returns the adversarial batch. ``Attack.__call__`` is final in spirit:
-subclasses implement ``_perturb`` only, and the base class
+An attack is a frozen, keyword-only value holding its hyper-parameters. ``attack.run(model,
+x, y)`` returns an ``AttackOutcome``: the adversarial batch plus whatever the attack measured
+on the way (the per-step success ``trace``, per-example ``queries``, AutoAttack's
+``cascade``); calling the attack returns the batch alone. ``Attack.run`` is final in spirit:
+subclasses implement ``_perturb`` only (returning the batch, or an outcome with extras), and
+the base class
 
 * checks inputs (pixels in [0, 1], labels and targets the right shape),
 * runs the model in eval mode and restores every submodule's mode afterwards,
@@ -10,15 +13,20 @@ subclasses implement ``_perturb`` only, and the base class
   the input only, so ``p.grad`` and ``requires_grad`` flags stay exactly as they were (the same
   attack object runs inside adversarial training, with a training gradient pending),
 * seeds a private generator, so an attack is reproducible and does not disturb global RNGs,
-* clips the result into the threat model's ball and the [0, 1] box, whatever ``_perturb`` did.
+* clips the result into the threat model's ball and the [0, 1] box, whatever ``_perturb`` did,
+* refuses per-call options the attack does not declare (``traceable``, ``accepts_budgets``).
+
+Per-call options travel on the ``AttackContext`` that ``_perturb`` receives, and extras come
+back in the outcome, so nothing is passed through global or context-local state.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -28,6 +36,29 @@ from robustlab.batching import chunked_forward
 from robustlab.modes import eval_mode
 from robustlab.precision import Precision, autocast
 
+if TYPE_CHECKING:
+    from robustlab.attacks.autoattack import CascadeRecord
+
+RunOnce = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor],
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+]
+"""One restart on a sub-batch: (x, y, target, index of those rows in the batch) to
+(point, loss, fooled) per row; see ``Attack._best_of_restarts``."""
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    """The adversarial batch and the extras the attack was asked for or always reports."""
+
+    x_adv: torch.Tensor
+    trace: torch.Tensor | None = None
+    """With ``run(..., trace=True)``: examples fooled after 0, 1, ..., steps steps."""
+    queries: torch.Tensor | None = None
+    """Model queries each example used (query-counting attacks such as Square)."""
+    cascade: CascadeRecord | None = None
+    """AutoAttack's per-member counts and timings."""
+
 
 @dataclass(frozen=True)
 class AttackContext:
@@ -36,6 +67,10 @@ class AttackContext:
     model: nn.Module
     generator: torch.Generator
     precision: Precision
+    trace: bool = False
+    """Record the fooled count after every step (only attacks that declare ``traceable``)."""
+    budgets: torch.Tensor | None = None
+    """Per-example radii replacing ``eps`` (only attacks that declare ``accepts_budgets``)."""
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Model output as float32 logits, under bf16 autocast when asked."""
@@ -87,6 +122,10 @@ class Attack(ABC):
     THREAT: ClassVar[str] = "linf"
     targeted_only: ClassVar[bool] = False
     untargeted_only: ClassVar[bool] = False
+    traceable: ClassVar[bool] = False
+    """``run(..., trace=True)`` is supported: the attack counts fooled examples per step."""
+    accepts_budgets: ClassVar[bool] = False
+    """``run(..., budgets=radii)`` is supported: one radius per example instead of ``eps``."""
 
     @property
     def threat(self) -> str:
@@ -101,17 +140,62 @@ class Attack(ABC):
         *,
         target: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The adversarial batch alone: ``run(model, x, y, target=target).x_adv``."""
+        return self.run(model, x, y, target=target).x_adv
+
+    def run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        target: torch.Tensor | None = None,
+        trace: bool = False,
+        budgets: torch.Tensor | None = None,
+    ) -> AttackOutcome:
+        """Attack the batch and return the adversarial inputs with the attack's extras.
+
+        ``trace``: also count fooled examples after every step (``traceable`` attacks);
+        ``budgets``: radius ``budgets[i]`` for example i instead of ``eps`` (attacks that
+        ``accepts_budgets``). One batched call with per-example radii serves a bisection
+        for each example's smallest fooling ε.
+        """
         _check_batch(x, y, target)
         if target is None and self.targeted_only:
             raise ValueError(f"{type(self).__name__} is a targeted attack: pass target=")
         if target is not None and self.untargeted_only:
             raise ValueError(f"{type(self).__name__} has no targeted variant")
+        self._check_options(len(x), trace=trace, budgets=budgets)
+        if budgets is not None:
+            budgets = budgets.to(x.device, torch.float32)
         x = x.detach()
         generator = torch.Generator(device=x.device).manual_seed(self.seed)
         with eval_mode(model), torch.enable_grad():
-            context = AttackContext(model=model, generator=generator, precision=self.precision)
-            x_adv = self._perturb(context, x, y.detach(), target)
-        return self.within_budget(x, x_adv.detach())
+            context = AttackContext(
+                model=model,
+                generator=generator,
+                precision=self.precision,
+                trace=trace,
+                budgets=budgets,
+            )
+            result = self._perturb(context, x, y.detach(), target)
+        outcome = result if isinstance(result, AttackOutcome) else AttackOutcome(x_adv=result)
+        x_adv = self.within_budget(x, outcome.x_adv.detach(), budgets)
+        return dataclasses.replace(outcome, x_adv=x_adv)
+
+    def _check_options(self, count: int, *, trace: bool, budgets: torch.Tensor | None) -> None:
+        """Refuse, before any work, per-call options this attack cannot honour."""
+        owner = type(self).__name__
+        if trace and not self.traceable:
+            raise ValueError(f"{owner} does not trace its success per step: drop trace=True")
+        if budgets is None:
+            return
+        if not self.accepts_budgets:
+            raise ValueError(f"{owner} takes no per-example budgets: drop budgets=")
+        if budgets.shape != (count,) or bool((budgets < 0).any()):
+            raise ValueError(
+                f"budgets must hold {count} radii >= 0, got shape {tuple(budgets.shape)}"
+            )
 
     @abstractmethod
     def _perturb(
@@ -120,8 +204,40 @@ class Attack(ABC):
         x: torch.Tensor,
         y: torch.Tensor,
         target: torch.Tensor | None,
+    ) -> torch.Tensor | AttackOutcome:
+        """Return adversarial inputs for ``x`` (with extras: an ``AttackOutcome``); the caller
+        enforces box and budget."""
+
+    def _best_of_restarts(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        restarts: int,
+        run_once: RunOnce,
+        *,
+        done: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Return adversarial inputs for ``x``; the caller enforces box and budget."""
+        """Up to ``restarts`` runs of ``run_once``, each only on the examples not yet fooled
+        (``done`` marks those that need none); per example, keep a fooling point if one was
+        found, else the highest-loss point (the clean input if none ran)."""
+        best = x.clone()
+        best_loss = torch.full((len(x),), float("-inf"), device=x.device)
+        if done is None:
+            succeeded = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        else:
+            succeeded = done.clone()
+        for _ in range(restarts):
+            todo = (~succeeded).nonzero().squeeze(1)
+            if len(todo) == 0:
+                break
+            t = None if target is None else target[todo]
+            point, loss, won = run_once(x[todo], y[todo], t, todo)
+            better = won | (loss > best_loss[todo])
+            best[todo[better]] = point[better]
+            best_loss[todo[better]] = loss[better]
+            succeeded[todo[won]] = True
+        return best
 
     @property
     def budget(self) -> float | None:
@@ -129,9 +245,13 @@ class Attack(ABC):
         eps = getattr(self, "eps", None)
         return None if eps is None else float(eps)
 
-    def within_budget(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    def within_budget(
+        self, x: torch.Tensor, x_adv: torch.Tensor, budgets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x_adv`` moved into the [0, 1] box and the ball of radius ``eps`` (or of
+        ``budgets[i]`` per example) around ``x``."""
         delta = x_adv - x
-        eps = self.budget
+        eps: float | torch.Tensor | None = self.budget if budgets is None else budgets
         if eps is not None and self.threat in ("linf", "l2", "l1"):
             delta = get_norm(self.threat).project(delta, eps)
         return (x + delta).clamp(0.0, 1.0)

@@ -3,20 +3,23 @@
 One loop serves them all: BIM is PGD without a random start; ILCM is BIM aimed at the class
 the model finds least likely on the clean input. The norm supplies the start, the step
 direction and the projection (see ``norms.py``).
+
+For a single run (``restarts=1``) they are ``traceable``: ``run(..., trace=True)`` also returns
+the fooled count after every step, the "attack statistics" of the thesis's Figure 5.2; and they
+``accepts_budgets``: ``run(..., budgets=radii)`` gives every example its own radius, so one
+batched call serves a per-example bisection for the smallest fooling ε.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from robustlab.attacks.base import Attack, AttackContext, fooled
+from robustlab.attacks.base import Attack, AttackContext, AttackOutcome, fooled
 from robustlab.attacks.losses import LOSSES
 from robustlab.attacks.norms import get_norm, per_example
 from robustlab.attacks.registry import register_attack
@@ -37,7 +40,10 @@ class PGD(Attack):
     several ``restarts`` each example keeps its most successful run. ``loss`` is what the
     steps ascend: cross-entropy, the CW margin or DLR.
 
-    Example: ``x_adv = PGD(eps=0.3, alpha=0.01, steps=40)(model, x, y)``
+    Example: ``x_adv = PGD(eps=0.3, alpha=0.01, steps=40)(model, x, y)``; the success after
+    every step: ``PGD(eps=0.3).run(model, x, y, trace=True).trace``; example i in a ball of
+    radius ``radii[i]``: ``PGD(eps=0.3).run(model, x, y, budgets=radii).x_adv`` (``eps`` then
+    only sets the step size's ratio to the radius).
     """
 
     eps: float = 0.3
@@ -49,6 +55,8 @@ class PGD(Attack):
     loss: LossName = "ce"
 
     name: ClassVar[str] = "pgd"
+    traceable: ClassVar[bool] = True
+    accepts_budgets: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_range(self, "eps", self.eps, minimum=0.0)
@@ -67,34 +75,36 @@ class PGD(Attack):
     def step_size(self) -> float:
         return self.alpha if self.alpha is not None else 2.5 * self.eps / max(self.steps, 1)
 
+    def _check_options(self, count: int, *, trace: bool, budgets: torch.Tensor | None) -> None:
+        super()._check_options(count, trace=trace, budgets=budgets)
+        owner = type(self).__name__
+        if (trace or budgets is not None) and self.restarts != 1:
+            raise ValueError(f"{owner} traces and takes budgets for one run: use restarts=1")
+        if budgets is not None and self.eps <= 0:
+            raise ValueError(f"{owner} scales the step by alpha/eps under budgets: use eps > 0")
+
     def _perturb(
         self,
         context: AttackContext,
         x: torch.Tensor,
         y: torch.Tensor,
         target: torch.Tensor | None,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | AttackOutcome:
         if self.restarts == 1:
             return self._run(context, x, y, target)
-        best = x.clone()
-        best_loss = torch.full((len(x),), float("-inf"), device=x.device)
-        succeeded = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         loss_fn = LOSSES.get(self.loss)
-        for _ in range(self.restarts):
-            todo = (~succeeded).nonzero().squeeze(1)
-            if len(todo) == 0:
-                break
-            t = None if target is None else target[todo]
-            candidate = self._run(context, x[todo], y[todo], t)
+
+        def run_once(
+            x_sub: torch.Tensor, y_sub: torch.Tensor, t_sub: torch.Tensor | None, _: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            candidate = self._run(context, x_sub, y_sub, t_sub).x_adv
             with torch.no_grad():
                 logits = context.logits(candidate)
-                loss = loss_fn(logits, y[todo], t)
-                won = context.success(logits, candidate, y[todo], t)
-            better = won | (loss > best_loss[todo])
-            best[todo[better]] = candidate[better]
-            best_loss[todo[better]] = loss[better]
-            succeeded[todo[won]] = True
-        return best
+                loss = loss_fn(logits, y_sub, t_sub)
+                won = context.success(logits, candidate, y_sub, t_sub)
+            return candidate, loss, won
+
+        return self._best_of_restarts(x, y, target, self.restarts, run_once)
 
     def _run(
         self,
@@ -102,7 +112,7 @@ class PGD(Attack):
         x: torch.Tensor,
         y: torch.Tensor,
         target: torch.Tensor | None,
-    ) -> torch.Tensor:
+    ) -> AttackOutcome:
         loss_fn = LOSSES.get(self.loss)
 
         def objective(logits: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
@@ -110,38 +120,12 @@ class PGD(Attack):
 
         return self._ascend(context, x, y, target, objective, self._start(context, x))
 
-    def with_budgets(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor
-    ) -> torch.Tensor:
-        """The attack with its own radius ``eps[i]`` for every example (``self.eps`` only sets
-        the step size's ratio to the radius). One batched call serves a per-example bisection
-        for the smallest ε that fools each example."""
-        if self.restarts != 1:
-            raise ValueError("PGD.with_budgets runs one restart: use restarts=1")
-        if self.eps <= 0:
-            raise ValueError("PGD.with_budgets scales the step by alpha/eps: use eps > 0")
-        if eps.shape != (len(x),) or bool((eps < 0).any()):
-            raise ValueError(f"eps must hold {len(x)} radii >= 0, got shape {tuple(eps.shape)}")
-        token = _BUDGETS.set(eps.to(x.device, torch.float32))
-        try:
-            return self(model, x, y)
-        finally:
-            _BUDGETS.reset(token)
-
-    def within_budget(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-        budgets = _BUDGETS.get()
-        if budgets is None:
-            return super().within_budget(x, x_adv)
-        delta = get_norm(self.norm).project(x_adv - x, budgets)
-        return (x + delta).clamp(0.0, 1.0)
-
-    def _radii(self) -> float | torch.Tensor:
-        """This call's radius: ``eps``, or the per-example radii of ``with_budgets``."""
-        budgets = _BUDGETS.get()
-        return self.eps if budgets is None else budgets
+    def _radii(self, context: AttackContext) -> float | torch.Tensor:
+        """This call's radius: ``eps``, or the per-example radii passed as ``budgets``."""
+        return self.eps if context.budgets is None else context.budgets
 
     def _start(self, context: AttackContext, x: torch.Tensor) -> torch.Tensor:
-        eps = self._radii()
+        eps = self._radii(context)
         if not self.random_start or (isinstance(eps, float) and eps == 0):
             return x.clone()
         norm = get_norm(self.norm)
@@ -160,13 +144,12 @@ class PGD(Attack):
         target: torch.Tensor | None,
         objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         x_adv: torch.Tensor,
-    ) -> torch.Tensor:
+    ) -> AttackOutcome:
         """``steps`` projected steps up ``objective(logits, active_index)`` from ``x_adv``;
         fooled examples freeze with ``early_stop``. Records per-step success when traced."""
         norm = get_norm(self.norm)
-        trace = _TRACE_SINK.get()
         fooled_by_step: list[int] = []
-        radii = self._radii()
+        radii = self._radii(context)
         step_size: float | torch.Tensor = self.step_size
         if isinstance(radii, torch.Tensor):
             step_size = per_example(radii * (self.step_size / self.eps), x)
@@ -180,7 +163,7 @@ class PGD(Attack):
             logits = context.logits(x_active)
             grad = context.input_gradient(objective(logits, active), x_active)
             with torch.no_grad():
-                if trace is not None:
+                if context.trace:
                     frozen = len(x) - len(active)
                     fooled_by_step.append(frozen + int(fooled(logits, y_active, t_active).sum()))
                 if self.early_stop:
@@ -196,9 +179,10 @@ class PGD(Attack):
                 stepped = x_active + step * norm.steepest(grad)
                 delta = norm.project(stepped - x[active], eps)
                 x_adv[active] = (x[active] + delta).clamp(0.0, 1.0)
-        if trace is not None:
-            trace.append(_complete_trace(context, x_adv, y, target, fooled_by_step, self.steps))
-        return x_adv
+        if not context.trace:
+            return AttackOutcome(x_adv=x_adv)
+        trace = _complete_trace(context, x_adv, y, target, fooled_by_step, self.steps)
+        return AttackOutcome(x_adv=x_adv, trace=trace)
 
 
 def _complete_trace(
@@ -215,27 +199,6 @@ def _complete_trace(
     counts = [*fooled_by_step, final]
     counts += [final] * (steps + 1 - len(counts))
     return torch.tensor(counts[: steps + 1])
-
-
-_TRACE_SINK: ContextVar[list[torch.Tensor] | None] = ContextVar("pgd_trace", default=None)
-_BUDGETS: ContextVar[torch.Tensor | None] = ContextVar("pgd_budgets", default=None)
-
-
-def trace_success(
-    attack: PGD, model: nn.Module, x: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``attack`` and also return how many examples were fooled after 0, 1, ..., steps
-    steps (the "attack statistics" of the thesis's Figure 5.2). Restarts are not traced: the
-    trace follows a single run."""
-    if attack.restarts != 1:
-        raise ValueError("trace_success follows one run: use restarts=1")
-    sink: list[torch.Tensor] = []
-    token = _TRACE_SINK.set(sink)
-    try:
-        x_adv = attack(model, x, y)
-    finally:
-        _TRACE_SINK.reset(token)
-    return x_adv, sink[-1]
 
 
 @register_attack
@@ -276,7 +239,7 @@ class ILCM(BIM):
         x: torch.Tensor,
         y: torch.Tensor,
         target: torch.Tensor | None,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | AttackOutcome:
         with torch.no_grad():
             least_likely = context.logits(x).argmin(dim=1)
         return super()._perturb(context, x, y, least_likely)
@@ -305,7 +268,7 @@ class PGDKL(PGD):
         x: torch.Tensor,
         y: torch.Tensor,
         target: torch.Tensor | None,
-    ) -> torch.Tensor:
+    ) -> AttackOutcome:
         with torch.no_grad():
             clean = F.softmax(context.logits(x), dim=1)
 

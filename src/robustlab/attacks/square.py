@@ -4,20 +4,18 @@ A score-based black-box attack: it reads the model's output scores and never a g
 it is the check that a defence is not merely masking gradients. Each step proposes changing
 one random square window of the current best perturbation and keeps the proposal only if the
 loss improves; the window shrinks on the paper's schedule. Examples stop being queried the
-moment they are fooled, and every query is counted per example (``Square.run``).
+moment they are fooled, and every query is counted per example (``run(...).queries``).
 """
 
 from __future__ import annotations
 
 import math
-from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import torch
-from torch import nn
 
-from robustlab.attacks.base import Attack, AttackContext
+from robustlab.attacks.base import Attack, AttackContext, AttackOutcome
 from robustlab.attacks.losses import AttackLoss, cross_entropy, cw_margin
 from robustlab.attacks.registry import register_attack
 from robustlab.attacks.validation import check_range
@@ -38,8 +36,6 @@ an unchanged input can only be wasted (the authors' implementation redraws as we
 
 TINY = 1e-12
 
-_QUERY_SINK: ContextVar[list[torch.Tensor] | None] = ContextVar("square_queries", default=None)
-
 
 def window_fraction(p_init: float, iteration: int, queries: int) -> float:
     """The paper's schedule for p, the share of pixels a window covers, rescaled to the budget.
@@ -50,14 +46,6 @@ def window_fraction(p_init: float, iteration: int, queries: int) -> float:
     scaled = int(iteration / queries * PAPER_QUERIES)
     halvings = sum(scaled > mark for mark in HALVINGS)
     return p_init / float(2**halvings)
-
-
-@dataclass(frozen=True)
-class SquareResult:
-    """Adversarial batch and the number of model queries each example used."""
-
-    x_adv: torch.Tensor
-    queries: torch.Tensor
 
 
 @register_attack
@@ -86,7 +74,7 @@ class Square(Attack):
     eps — the paper's Algorithm 3, with per-example windows.
 
     Example: ``x_adv = Square(eps=0.3, queries=1000)(model, x, y)``; with counts,
-    ``result = Square(eps=0.3).run(model, x, y)`` → ``result.x_adv``, ``result.queries``.
+    ``outcome = Square(eps=0.3).run(model, x, y)`` → ``outcome.x_adv``, ``outcome.queries``.
     """
 
     eps: float = 0.3
@@ -112,40 +100,20 @@ class Square(Attack):
     def threat(self) -> str:
         return self.norm
 
-    def run(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        target: torch.Tensor | None = None,
-    ) -> SquareResult:
-        """Like calling the attack, but also return how many queries each example used."""
-        sink: list[torch.Tensor] = []
-        token = _QUERY_SINK.set(sink)
-        try:
-            x_adv = self(model, x, y, target=target)
-        finally:
-            _QUERY_SINK.reset(token)
-        return SquareResult(x_adv=x_adv, queries=sink[-1])
-
     def _perturb(
         self,
         context: AttackContext,
         x: torch.Tensor,
         y: torch.Tensor,
         target: torch.Tensor | None,
-    ) -> torch.Tensor:
+    ) -> AttackOutcome:
         if x.dim() != 4:
             raise ValueError(f"Square needs images (N, C, H, W), got shape {tuple(x.shape)}")
         # Thousands of forward passes and no gradient: channels-last weights run them faster.
         fast = replace(context, model=forward_only_view(context.model))
         with torch.no_grad():
             x_adv, queries = self._search(fast, x, y, target)
-        sink = _QUERY_SINK.get()
-        if sink is not None:
-            sink.append(queries)
-        return x_adv
+        return AttackOutcome(x_adv=x_adv, queries=queries)
 
     def _search(
         self,
@@ -154,24 +122,24 @@ class Square(Attack):
         y: torch.Tensor,
         target: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Restarts on the examples not yet fooled; each keeps its best run."""
+        """Restarts on the examples not yet fooled; each keeps its best run. Also returns
+        the queries per example, the clean one included."""
         queries = torch.ones(len(x), dtype=torch.long, device=x.device)
         done = context.success(context.logits(x), x, y, target)
-        best = x.clone()
-        best_loss = torch.full((len(x),), float("-inf"), device=x.device)
         if self.eps == 0:  # nothing to search: the clean query is the whole attack
-            return best, queries
-        for _ in range(self.restarts):
-            todo = (~done).nonzero().squeeze(1)
-            if len(todo) == 0:
-                break
-            t = None if target is None else target[todo]
-            candidate, loss, won, used = self._single_run(context, x[todo], y[todo], t)
-            queries[todo] += used
-            better = won | (loss > best_loss[todo])
-            best[todo[better]] = candidate[better]
-            best_loss[todo[better]] = loss[better]
-            done[todo[won]] = True
+            return x.clone(), queries
+
+        def run_once(
+            x_sub: torch.Tensor,
+            y_sub: torch.Tensor,
+            t_sub: torch.Tensor | None,
+            index: torch.Tensor,
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            candidate, loss, won, used = self._single_run(context, x_sub, y_sub, t_sub)
+            queries[index] += used
+            return candidate, loss, won
+
+        best = self._best_of_restarts(x, y, target, self.restarts, run_once, done=done)
         return best, queries
 
     def _single_run(

@@ -1,4 +1,4 @@
-"""The ``robustlab`` command: train, run, eval, data and models.
+"""The ``robustlab`` command: train, run, sweep, report, eval, attack, data, models, kinds.
 
 Every user error is a RobustlabError whose message is printed without a traceback (exit 2).
 """
@@ -18,6 +18,7 @@ from robustlab.cli.console import ConsoleReporter, console, errors, print_table
 from robustlab.cli.fhe import fhe_app
 from robustlab.config import (
     DataConfig,
+    ExecutorConfig,
     ExperimentConfig,
     TrialConfig,
     load_experiment,
@@ -40,6 +41,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="List, verify and download datasets.")
 app.add_typer(data_app, name="data")
+sweep_app = typer.Typer(no_args_is_help=True, help="Inspect an experiment's trials.")
+app.add_typer(sweep_app, name="sweep")
 app.add_typer(fhe_app, name="fhe")  # concrete-python is imported only when a command needs it
 
 DATA_ROOT_HELP = "data root (default: $ROBUSTLAB_DATA, else ~/.cache/robustlab)"
@@ -110,8 +113,14 @@ def run(
         None,
         min=1,
         max=64,
-        help="override jobs: trials trained side by side, each with an equal share of the "
-        "CPU threads",
+        help="override jobs: trials run side by side, each with an equal share of the CPU "
+        "threads",
+    ),
+    executor: Optional[str] = typer.Option(
+        None, help="override executor: serial, processes or ray"
+    ),
+    address: Optional[str] = typer.Option(
+        None, help="with --executor ray: a cluster's address (default: start a local Ray)"
     ),
 ) -> None:
     """Run (or resume) every trial of an experiment config and print the results."""
@@ -119,6 +128,13 @@ def run(
     config = _override_experiment(config, dataset=dataset, data_root=data_root, device=device)
     if jobs is not None:
         config = config.model_copy(update={"jobs": jobs})
+    if executor is not None or address is not None:
+        chosen = parse_config(
+            ExecutorConfig,
+            {"type": executor or config.executor.type, "address": address},
+            source="--executor/--address",
+        )
+        config = config.model_copy(update={"executor": chosen})
     result = run_experiment(config, out, reporter=ConsoleReporter())
     _print_results(result.trials)
     console.print(f"experiment directory: {result.directory}")
@@ -126,24 +142,78 @@ def run(
         console.print(f"report: {result.report}")
 
 
+@sweep_app.command("status")
+def sweep_status(
+    experiment: Path = typer.Argument(
+        ..., help="an experiment folder (runs/NAME), or a NAME under --out"
+    ),
+    out: Path = typer.Option(Path("runs"), help="where to look for a bare NAME"),
+) -> None:
+    """Every trial of the experiment's plan: done, running, failed or pending."""
+    from robustlab.experiments.status import trial_statuses
+
+    directory = experiment if experiment.is_dir() else out / experiment
+    statuses = trial_statuses(directory)
+    rows = [
+        [
+            status.name,
+            status.status,
+            status.point,
+            f"{status.seconds / 60:.1f}" if status.seconds is not None else "",
+            status.result,
+        ]
+        for status in statuses
+    ]
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status.status] = counts.get(status.status, 0) + 1
+    totals = ", ".join(f"{count} {name}" for name, count in counts.items())
+    print_table(
+        f"{directory}: {totals}",
+        ["trial", "status", "sweep point", "minutes", "result"],
+        rows,
+    )
+
+
+@app.command()
+def kinds() -> None:
+    """List the experiment kinds (the config's kind:)."""
+    from robustlab.experiments.kinds import KINDS
+
+    print_table(
+        "experiment kinds",
+        ["name", "report options", "description"],
+        [
+            [entry.name, ", ".join(entry.value.options.model_fields), entry.description]
+            for entry in KINDS.entries()
+        ],
+    )
+
+
 @app.command()
 def report(
     experiment_dir: Path = typer.Argument(..., help="an experiment folder written by run"),
+    export: Optional[Path] = typer.Option(
+        None,
+        help="also write report.md, report.csv and figures/ here (e.g. docs/results/NAME): "
+        "the committed results file a doc's figures come from",
+    ),
 ) -> None:
     """Write the experiment's report (Markdown, CSV, PNG figures, one HTML page) and print
     its tables."""
-    from robustlab.experiments.collect import collect
-    from robustlab.experiments.report import build_report, write_experiment_report
+    from robustlab.experiments.reporting import build_report, export_report, write_report
 
-    page = write_experiment_report(experiment_dir)
-    built = build_report(collect(experiment_dir))
-    for section in built.sections:
+    built = build_report(experiment_dir)
+    page = write_report(built, experiment_dir / "report")
+    if export is not None:
+        console.print(f"exported: {export_report(built, export)}")
+    for section in built.all_sections:
         for table in section.tables:
             print_table(table.title, table.columns, table.rows)
-        if section.verdict is not None:
-            console.print(f"Hypothesis 1: {section.verdict.text}")
-    if built.calibration:
-        console.print(built.calibration)
+        for callout in section.callouts:
+            console.print(f"{callout.lead}: {callout.text}")
+    for paragraph in built.paragraphs:
+        console.print(paragraph)
     if built.missing:
         console.print(f"not finished (left out): {', '.join(built.missing)}")
     console.print(f"report: {page} (also report.md, report.csv, figures/)")

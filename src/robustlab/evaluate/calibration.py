@@ -168,7 +168,7 @@ def _fools(
     attack: PGD,
     eps: torch.Tensor,
 ) -> torch.Tensor:
-    x_adv = attack.with_budgets(model, x, y, eps)
+    x_adv = attack.run(model, x, y, budgets=eps).x_adv
     with torch.no_grad(), eval_mode(model):
         fooled: torch.Tensor = chunked_forward(model, x_adv).argmax(dim=1) != y
     return fooled

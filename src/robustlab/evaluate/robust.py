@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from robustlab.attacks.base import Attack
-from robustlab.attacks.iterative import PGD, trace_success
 from robustlab.batching import chunked_forward
 from robustlab.modes import eval_mode
 
@@ -32,7 +31,7 @@ class AttackResult:
     """Share of the clean-correct examples the attack fooled."""
     seconds: float
     trace: list[float] | None = None
-    """With ``trace=True``, for PGD-family attacks: success rate after 0, 1, ..., steps steps."""
+    """With ``trace=True``, for traceable attacks: success rate after 0, 1, ..., steps steps."""
     count: int = 0
     """Examples this attack was evaluated on (fewer than the report's with ``limits``)."""
 
@@ -67,7 +66,8 @@ def robust_accuracy(
 ) -> RobustnessReport:
     """Evaluate ``attacks`` on ``data`` (a loader of (x, y) batches, or one (x, y) pair).
 
-    With ``trace``, single-run PGD-family attacks also record their success after every step.
+    With ``trace``, single-run traceable attacks (PGD's family) also record their success
+    after every step.
     ``limits`` restricts an attack (by name) to the first N examples, for attacks too costly
     to run on all; the worst case is then taken over the examples every attack saw.
     """
@@ -99,13 +99,11 @@ def robust_accuracy(
             if len(index) == 0:
                 continue
             started = time.perf_counter()
-            if name in traced:
-                assert isinstance(attack, PGD)
-                x_adv, counts = trace_success(attack, model, x[index], y[index])
+            outcome = attack.run(model, x[index], y[index], trace=name in traced)
+            if outcome.trace is not None:
                 earlier = fooled_by_step.get(name)
-                fooled_by_step[name] = counts if earlier is None else earlier + counts
-            else:
-                x_adv = attack(model, x[index], y[index])
+                fooled_by_step[name] = outcome.trace if earlier is None else earlier + outcome.trace
+            x_adv = outcome.x_adv
             seconds[name] += time.perf_counter() - started
             with torch.no_grad(), eval_mode(model):
                 still = chunked_forward(model, x_adv).argmax(dim=1) == y[index]
@@ -146,7 +144,8 @@ def _rate(part: int, whole: int) -> float:
 
 
 def _traceable(attack: Attack) -> bool:
-    return isinstance(attack, PGD) and attack.restarts == 1
+    """A trace follows one run, so attacks with several restarts are evaluated untraced."""
+    return attack.traceable and getattr(attack, "restarts", 1) == 1
 
 
 def _trace_rates(counts: torch.Tensor | None, clean_correct: int) -> list[float]:

@@ -1,13 +1,13 @@
-"""The experiment's calibration step: the ε its "calibrated" settings train and attack at.
+"""The experiment's calibration step: the ε its trials with ``threat.eps: calibrated`` train
+and attack at.
 
-It runs on the weights at the end of a shared phase (so before any setting needs it), pools
+It runs on the weights at the end of a shared phase (so before any trial needs it), pools
 the chosen models, and is saved as ``calibration.json`` in the experiment folder with what
 it was computed from; a re-run with the same inputs reads it back instead of recomputing.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,8 @@ from robustlab.errors import ConfigError
 from robustlab.evaluate.calibration import calibrate
 from robustlab.evaluate.labels import attack_key
 from robustlab.experiments.shared import shared_prefix, shared_run
-from robustlab.io import atomic_write_json
 from robustlab.provenance import provenance
+from robustlab.store.experiment import ExperimentDirectory
 from robustlab.store.loading import load_trained_model
 from robustlab.store.runs import RunDirectory
 
@@ -29,9 +29,9 @@ CURVE_POINTS = 41
 
 
 def calibrate_experiment(
-    config: CalibrationConfig, trials: list[TrialConfig], out_dir: Path, directory: Path
+    config: CalibrationConfig, trials: list[TrialConfig], out_dir: Path, folder: ExperimentDirectory
 ) -> dict[str, Any]:
-    """Calibrate on the shared runs of ``trials`` (deduplicated); cached in ``directory``."""
+    """Calibrate on the shared runs of ``trials`` (deduplicated); cached in ``folder``."""
     attack = config.attack.build()
     if not isinstance(attack, PGD):
         raise ConfigError(f"calibration.attack must be a PGD-family attack, got {attack.name!r}")
@@ -47,11 +47,9 @@ def calibrate_experiment(
         "calibration": config.model_dump(mode="json"),
         "runs": [path.name for path in runs],
     }
-    saved = directory / "calibration.json"
-    if saved.exists():
-        previous = json.loads(saved.read_text(encoding="utf-8"))
-        if previous.get("identity") == identity:
-            return dict(previous)
+    previous = folder.read_calibration()
+    if previous is not None and previous.get("identity") == identity:
+        return previous
     device = resolve_device(trials[0].device)
     dataset = shared_prefix(trials[0])
     assert dataset is not None  # the config validator requires a shared after_phase
@@ -92,5 +90,5 @@ def calibrate_experiment(
             f"calibration: {attack_key(attack)} reaches {config.target_success:.0%} success "
             f"at no ε up to calibration.high={config.high}; raise calibration.high"
         )
-    atomic_write_json(saved, record)
+    folder.write_calibration(record)
     return record

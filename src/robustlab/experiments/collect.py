@@ -6,15 +6,16 @@ Everything comes from what the runs wrote (``config.yaml``, ``metrics.jsonl``,
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from robustlab.config import ExperimentConfig, load_experiment
-from robustlab.errors import ConfigError
-from robustlab.experiments.runner import EXPERIMENT_FILE, SUMMARY_FILE
+from robustlab.config import ExperimentConfig
+from robustlab.store.experiment import ExperimentDirectory
 from robustlab.store.runs import RunDirectory
+
+if TYPE_CHECKING:
+    from robustlab.experiments.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class TrialSummary:
     trial: str
     model: str
     setting: str | None
+    point: dict[str, Any]
+    """The sweep's values for this trial (field → value)."""
     seed: int
     parameters: int
     train_seconds: float
@@ -65,55 +68,49 @@ class TrialSummary:
 @dataclass(frozen=True)
 class ExperimentData:
     directory: Path
-    config: ExperimentConfig
+    plan: Plan
     trials: list[TrialSummary]
     calibration: dict[str, Any] | None
     missing: list[str]
-    """Trials of the config that have not finished (left out of the report)."""
+    """Trials of the plan that have not finished (left out of the report)."""
+
+    @property
+    def config(self) -> ExperimentConfig:
+        return self.plan.config
+
+    @property
+    def options(self) -> Any:
+        """The kind's report options."""
+        return self.plan.options
 
     def models(self) -> list[str]:
         return [model.display_name for model in self.config.models]
 
     def settings(self) -> list[str | None]:
-        return [setting.name for setting in self.config.settings] or [None]
+        """The sweep points' labels, in plan order (one None without a sweep)."""
+        return list(dict.fromkeys(spec.point.label for spec in self.plan.trials))
 
     def group(self, setting: str | None, model: str) -> list[TrialSummary]:
         return [t for t in self.trials if t.setting == setting and t.model == model]
 
 
-def collect(directory: Path) -> ExperimentData:
-    saved = directory / EXPERIMENT_FILE
-    if not saved.exists():
-        raise ConfigError(
-            f"{directory} is not an experiment folder: {EXPERIMENT_FILE} is missing "
-            "(run `robustlab run CONFIG` first)"
-        )
-    config = load_experiment(saved)
-    calibration = _calibration(directory)
-    eps = calibration["eps"] if calibration is not None else None
+def collect(directory: Path, plan: Plan) -> ExperimentData:
+    """The finished trials of ``plan`` in ``directory`` (run folders, calibration)."""
+    folder = ExperimentDirectory(directory)
+    calibration = folder.read_calibration()
     trials, missing = [], []
-    for trial in config.trials(eps):
-        run = RunDirectory(directory / trial.trial)
+    for spec in plan.trials:
+        run = folder.trial(spec.name)
         if not run.is_finished:
-            missing.append(trial.trial)
+            missing.append(spec.name)
             continue
-        trials.append(_summarise(run, trial.model.display_name, trial.setting))
-    return ExperimentData(directory, config, trials, calibration, missing)
+        trials.append(_summarise(run, spec.model, spec.point.label, dict(spec.point.values)))
+    return ExperimentData(directory, plan, trials, calibration, missing)
 
 
-def _calibration(directory: Path) -> dict[str, Any] | None:
-    summary = directory / SUMMARY_FILE
-    if summary.exists():
-        calibration: dict[str, Any] | None = json.loads(summary.read_text())["calibration"]
-        return calibration
-    saved = directory / "calibration.json"
-    if saved.exists():
-        data: dict[str, Any] = json.loads(saved.read_text())
-        return data
-    return None
-
-
-def _summarise(run: RunDirectory, model: str, setting: str | None) -> TrialSummary:
+def _summarise(
+    run: RunDirectory, model: str, setting: str | None, point: dict[str, Any]
+) -> TrialSummary:
     results = run.read_results()
     config = run.read_config()
     records = run.read_metrics()
@@ -136,6 +133,7 @@ def _summarise(run: RunDirectory, model: str, setting: str | None) -> TrialSumma
         trial=config.trial,
         model=model,
         setting=setting,
+        point=point,
         seed=config.seed,
         parameters=int(results["parameters"]),
         train_seconds=float(results["train_seconds"]),

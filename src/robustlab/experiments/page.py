@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from robustlab.experiments.tables import Table
 
 if TYPE_CHECKING:
-    from robustlab.experiments.report import Report
+    from robustlab.experiments.document import Report
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
@@ -57,20 +57,15 @@ def html_figure(name: str, png: bytes) -> str:
 
 def render_page(report: Report) -> str:
     parts = [f"<h1>{escape(report.title)}</h1>"]
-    parts += [f"<p>{escape(text)}</p>" for text in (report.notes, report.calibration) if text]
-    for section in report.sections:
+    parts += [f"<p>{escape(text)}</p>" for text in report.paragraphs]
+    for section in report.all_sections:
         parts.append(f"<h2>{escape(section.heading)}</h2>")
         parts += [html_table(table) for table in section.tables]
-        if section.verdict is not None:
-            parts.append(
-                f'<p class="verdict"><b>Hypothesis 1</b> (deeper keeps more clean accuracy): '
-                f"{escape(section.verdict.text)}. Worst-case robust accuracy after, deep minus "
-                f"shallow: {escape(section.verdict.robust_difference.text())} points.</p>"
-            )
+        parts += [
+            f'<p class="verdict"><b>{escape(callout.lead)}</b> {escape(callout.text)}</p>'
+            for callout in section.callouts
+        ]
         parts += [html_figure(name, png) for name, png in section.figures.items()]
-    parts.append("<h2>Context</h2>")
-    parts += [html_table(table) for table in report.closing]
-    parts += [html_figure(name, png) for name, png in report.closing_figures.items()]
     if report.missing:
         parts.append(f"<p>Not finished (left out): {escape(', '.join(report.missing))}</p>")
     return (

@@ -1,48 +1,38 @@
-"""Run every trial of an experiment; re-running skips finished trials and resumes the rest.
+"""Run an experiment's plan; a re-run skips finished trials and resumes the rest.
 
-Order: (1) every trial's shared phases, trained once per distinct prefix; (2) the calibration,
-if a setting trains at the "calibrated" ε; (3) each trial, started from its shared prefix;
-(4) ``summary.json`` and the report. Each step is on disk before the next starts, so an
-interrupted run picks up where it stopped. Steps (1) and (3) run ``config.jobs`` trials side
-by side (``robustlab.experiments.parallel``).
+Order: (1) the shared phases of every trial, trained once per distinct prefix; (2) the
+calibration, when trials train at the calibrated ε; (3) every trial not yet finished, started
+from its shared prefix; (4) ``summary.json`` and the report. Each step is on disk before the
+next starts, and the trial index records every trial's status as it goes, so an interrupted
+run picks up where it stopped. Steps (1) and (3) go through the configured executor.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from robustlab.config import (
-    STAND_IN_EPS,
-    ExperimentConfig,
-    TrialConfig,
-    load_experiment,
-    to_yaml,
-)
-from robustlab.data import dataset_info
-from robustlab.errors import ConfigError
+from robustlab.config import ExperimentConfig, TrialConfig, TrialSpec
 from robustlab.experiments.calibrating import calibrate_experiment
-from robustlab.experiments.parallel import Job, run_jobs
+from robustlab.experiments.executors import Executor, Job, JobFailure, build_executor
+from robustlab.experiments.plan import Plan, build_plan
 from robustlab.experiments.shared import resolved, shared_prefix, shared_run, start_from_shared
-from robustlab.io import atomic_write_json, atomic_write_text
-from robustlab.models import count_multiply_adds
 from robustlab.provenance import provenance
-from robustlab.store.loading import build_for_dataset
-from robustlab.store.runs import RunDirectory
+from robustlab.store.experiment import ExperimentDirectory
+from robustlab.store.index import TrialIndex
+from robustlab.store.runs import RunDirectory, comparable_config
 from robustlab.train.trainer import TrainingReporter, train_trial
 
-EXPERIMENT_FILE = "experiment.yaml"
-SUMMARY_FILE = "summary.json"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class ExperimentResult:
     directory: Path
     trials: list[dict[str, Any]]
-    """Each trial's results.json content."""
+    """Each trial's results.json content, in plan order."""
     report: Path | None = None
 
 
@@ -54,55 +44,94 @@ def run_experiment(
     write_report: bool = True,
 ) -> ExperimentResult:
     out = Path(out_dir)
-    directory = out / config.name
-    _claim_directory(config, directory)
-
-    provisional = config.trials()
-    _check_calibration_leaves_shared_phases_alone(config)
+    plan = build_plan(config)
+    executor = build_executor(config.executor, config.jobs)  # a missing Ray fails here
+    folder = ExperimentDirectory(out / config.name)
+    index = TrialIndex(folder.index_file)
     reporter = reporter or TrainingReporter()
-    prefixes = {
-        prefix.trial: prefix
-        for trial in provisional
-        if (prefix := shared_prefix(trial)) is not None
-    }
-    shared = list(prefixes.values())
-    run_jobs(
-        [
-            Job(prefix.trial, partial(_train_shared, prefix, out), cost)
-            for prefix, cost in zip(shared, _costs(shared, config.jobs), strict=True)
-        ],
-        config.jobs,
-        reporter,
-    )
+    for spec in plan.trials:
+        index.register(
+            spec.name, role="trial", model=spec.model, seed=spec.seed, point=dict(spec.point.values)
+        )
+    known = {spec.name: spec.resolve() for spec in plan.trials if not spec.needs_calibration}
+    _check_unchanged(index, folder, known)  # before any work: a changed trial is refused now
+    folder.write_config(config)
 
-    calibration = None
+    _train_shared_phases(plan, out, index, executor, reporter)
+    eps = None
     if config.calibration is not None:
         reporter.status("calibrating ε on the standard-trained models")
-        calibration = calibrate_experiment(config.calibration, provisional, out, directory)
+        before = [spec.before_calibration() for spec in plan.trials]
+        calibration = calibrate_experiment(config.calibration, before, out, folder)
+        eps = calibration["eps"]
         reporter.status(
-            f"calibrated ε* = {calibration['eps']:.4f} ({calibration['attack']}, "
+            f"calibrated ε* = {eps:.4f} ({calibration['attack']}, "
             f"{calibration['target_success']:.0%} success)"
         )
-    trials = config.trials(calibration["eps"] if calibration is not None else None)
+    trials = [spec.resolve(eps) for spec in plan.trials]
+    _check_unchanged(index, folder, {trial.trial: trial for trial in trials})
 
-    results = run_jobs(
-        [
-            Job(trial.trial, partial(_train_trial, trial, out, directory), cost)
-            for trial, cost in zip(trials, _costs(trials, config.jobs), strict=True)
-        ],
-        config.jobs,
-        reporter,
-    )
-    atomic_write_json(
-        directory / SUMMARY_FILE,
-        {"trials": results, "calibration": calibration, "provenance": provenance()},
+    results = _train_trials(plan, trials, out, folder, index, executor, reporter)
+    folder.write_summary(
+        {"trials": results, "calibration": folder.read_calibration(), "provenance": provenance()}
     )
     report = None
     if write_report:
-        from robustlab.experiments.report import write_experiment_report
+        from robustlab.experiments.reporting import write_experiment_report
 
-        report = write_experiment_report(directory)
-    return ExperimentResult(directory=directory, trials=results, report=report)
+        report = write_experiment_report(folder.path)
+    return ExperimentResult(directory=folder.path, trials=results, report=report)
+
+
+def _check_unchanged(
+    index: TrialIndex, folder: ExperimentDirectory, trials: dict[str, TrialConfig]
+) -> None:
+    for name, trial in trials.items():
+        index.check_config(
+            name,
+            trial.model_dump(mode="json"),
+            comparable_config(resolved(trial)),
+            on_disk=folder.trial(name).has_started,
+        )
+
+
+def _train_shared_phases(
+    plan: Plan, out: Path, index: TrialIndex, executor: Executor, reporter: TrainingReporter
+) -> None:
+    prefixes: dict[str, tuple[TrialConfig, TrialSpec]] = {}
+    for spec in plan.trials:
+        prefix = shared_prefix(spec.before_calibration())
+        if prefix is not None and prefix.trial not in prefixes:
+            prefixes[prefix.trial] = (prefix, spec)
+    jobs = []
+    for name, (prefix, spec) in prefixes.items():
+        index.register(name, role="shared", model=spec.model, seed=spec.seed, point={})
+        if shared_run(out, prefix).is_finished:
+            index.mark_done(name, {})
+            continue
+        jobs.append(Job(name, partial(_train_shared, prefix, out), plan.cost(spec)))
+    _raise_failures(executor.run(jobs, reporter, _IndexEvents(index)))
+
+
+def _train_trials(
+    plan: Plan,
+    trials: list[TrialConfig],
+    out: Path,
+    folder: ExperimentDirectory,
+    index: TrialIndex,
+    executor: Executor,
+    reporter: TrainingReporter,
+) -> list[dict[str, Any]]:
+    jobs = []
+    for spec, trial in zip(plan.trials, trials, strict=True):
+        run = folder.trial(trial.trial)
+        if run.is_finished:  # never redone; the index catches up if a kill left it behind
+            index.mark_done(trial.trial, trial_summary(run.read_results()))
+            continue
+        work = partial(_train_trial, trial, out, folder.path)
+        jobs.append(Job(trial.trial, work, plan.cost(spec)))
+    _raise_failures(executor.run(jobs, reporter, _IndexEvents(index)))
+    return [folder.trial(trial.trial).read_results() for trial in trials]
 
 
 def _train_shared(prefix: TrialConfig, out: Path, reporter: TrainingReporter) -> None:
@@ -121,61 +150,41 @@ def _train_trial(
     return run.read_results()
 
 
-def _costs(trials: list[TrialConfig], jobs: int) -> list[float]:
-    """Multiply-adds per image × epochs, enough to start the longest trials first: one model
-    built per distinct architecture, none when the trials run one at a time (no order to
-    choose)."""
-    if jobs <= 1:
-        return [0.0] * len(trials)
-    per_image: dict[str, int] = {}
-    costs = []
-    for trial in trials:
-        dataset = resolved(trial).data.dataset
-        key = json.dumps([dataset, trial.model.name, trial.model.options], default=str)
-        if key not in per_image:
-            info = dataset_info(dataset)
-            model = build_for_dataset(trial.model, info)
-            per_image[key] = count_multiply_adds(model, info.input_shape)
-        costs.append(float(per_image[key] * trial.total_epochs))
-    return costs
+def trial_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers the index keeps per trial: final accuracy, size, time, and each
+    phase's clean and worst-case robust accuracy."""
+    final = results.get("final", {})
+    return {
+        "test_acc": final.get("test_acc"),
+        "train_eval_acc": final.get("train_eval_acc"),
+        "parameters": results.get("parameters"),
+        "train_seconds": results.get("train_seconds"),
+        "phase_end": {
+            phase: {"clean_acc": end.get("clean_acc"), "worst_case_acc": end.get("worst_case_acc")}
+            for phase, end in results.get("phase_end", {}).items()
+        },
+    }
 
 
-def _claim_directory(config: ExperimentConfig, directory: Path) -> None:
-    """Refuse to mix two different experiments under one name; record the config."""
-    saved = directory / EXPERIMENT_FILE
-    if saved.exists():
-        previous = load_experiment(saved)
-        if _identity(previous) != _identity(config):
-            raise ConfigError(
-                f"{directory} holds experiment {config.name!r} run with a different config "
-                f"({saved}); rename the experiment (name:) or choose another output directory"
-            )
-    atomic_write_text(saved, to_yaml(config))
+class _IndexEvents:
+    """Executor events written to the trial index by the driving process."""
+
+    def __init__(self, index: TrialIndex) -> None:
+        self.index = index
+
+    def started(self, job: Job[Any]) -> None:
+        self.index.mark_running(job.label)
+
+    def finished(self, job: Job[Any], result: Any) -> None:
+        summary = trial_summary(result) if isinstance(result, dict) else {}
+        self.index.mark_done(job.label, summary)
+
+    def failed(self, job: Job[Any], error: BaseException) -> None:
+        self.index.mark_failed(job.label, f"{type(error).__name__}: {error}")
 
 
-def _check_calibration_leaves_shared_phases_alone(config: ExperimentConfig) -> None:
-    """The shared phases are trained before calibration, so "calibrated" must not reach them."""
-    if not config.uses_calibration:
-        return
-    first = [_prefix_name(trial) for trial in config.trials(STAND_IN_EPS)]
-    second = [_prefix_name(trial) for trial in config.trials(2 * STAND_IN_EPS)]
-    if first != second:
-        raise ConfigError(
-            f"experiment {config.name!r}: a setting puts the calibrated ε into a shared phase; "
-            "calibration runs after the shared phases, so only later phases can use it"
-        )
-
-
-def _prefix_name(trial: TrialConfig) -> str | None:
-    prefix = shared_prefix(trial)
-    return None if prefix is None else prefix.trial
-
-
-def _identity(config: ExperimentConfig) -> dict[str, Any]:
-    """What defines the experiment's results: everything but where data lives and the device."""
-    dumped = config.model_dump(mode="json")
-    dumped["data"].pop("root", None)
-    dumped.pop("device", None)
-    dumped.pop("jobs", None)  # how many run at once; each run records its thread count
-    dumped.pop("report", None)
-    return dumped
+def _raise_failures(results: list[T | JobFailure]) -> None:
+    """After every job has run: the first failure's own error (the others are in the index)."""
+    failures = [result for result in results if isinstance(result, JobFailure)]
+    if failures:
+        raise failures[0].error

@@ -21,13 +21,12 @@ from pathlib import Path
 from robustlab.config import PhaseEvaluationConfig, TrialConfig
 from robustlab.data import load_split
 from robustlab.device import resolve_device
+from robustlab.store.experiment import SHARED_FOLDER
 from robustlab.store.loading import load_trained_model
 from robustlab.store.runs import RunDirectory
 from robustlab.train.inputs import choose_dataset
 from robustlab.train.monitoring import evaluate_phase_end
 from robustlab.train.trainer import TrainingReporter
-
-SHARED_FOLDER = "shared"
 
 
 def resolved(trial: TrialConfig) -> TrialConfig:

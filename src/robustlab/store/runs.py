@@ -102,3 +102,13 @@ class RunDirectory:
             raise CheckpointError(f"run {self.path} has not finished: no {self.results_file.name}")
         data: dict[str, Any] = json.loads(self.results_file.read_text(encoding="utf-8"))
         return data
+
+
+def comparable_config(config: TrialConfig) -> dict[str, Any]:
+    """What must match for a run to be continued or counted as done: everything but where
+    the data lives and which device runs it, which may change between sessions."""
+    dumped = config.model_dump(mode="json")
+    dumped["data"].pop("root", None)
+    dumped["data"].pop("fallback", None)
+    dumped.pop("device", None)
+    return dumped

@@ -16,7 +16,8 @@ from torch import nn
 
 from robustlab.attacks.base import Attack
 from robustlab.attacks.iterative import PGD
-from robustlab.config_objectives import AttackConfig, OverfittingCheckConfig
+from robustlab.config.attacks import AttackConfig
+from robustlab.config.objectives import OverfittingCheckConfig
 from robustlab.evaluate.labels import unique_keys
 from robustlab.evaluate.robust import robust_accuracy
 from robustlab.provenance import now_iso

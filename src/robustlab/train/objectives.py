@@ -24,7 +24,7 @@ from torch import nn
 
 from robustlab.attacks.base import Attack
 from robustlab.attacks.norms import get_norm
-from robustlab.config_objectives import (
+from robustlab.config.objectives import (
     AdversarialObjectiveConfig,
     FGSMRSObjectiveConfig,
     FreeObjectiveConfig,

@@ -32,8 +32,9 @@ from robustlab.store.checkpoint import (
     save_training_state,
     save_weights,
 )
+from robustlab.store.index import differing_fields
 from robustlab.store.loading import build_for_dataset
-from robustlab.store.runs import RunDirectory
+from robustlab.store.runs import RunDirectory, comparable_config
 from robustlab.train.inputs import TrialData, choose_dataset, load_trial_data
 from robustlab.train.monitoring import (
     build_attacks,
@@ -484,33 +485,13 @@ def _check_run_directory(run: RunDirectory, config: TrialConfig, resume: bool) -
             "or choose another --run-dir"
         )
     saved = run.read_config()
-    differences = _differences(_comparable(saved), _comparable(config))
+    differences = differing_fields(comparable_config(saved), comparable_config(config))
     if differences:
         raise CheckpointError(
             f"cannot resume {run.path}: its config differs from the requested one in "
             + ", ".join(differences)
         )
     return saved
-
-
-def _comparable(config: TrialConfig) -> dict[str, Any]:
-    dumped = config.model_dump(mode="json")
-    # Where the data lives and which device runs it may change between sessions.
-    dumped["data"].pop("root", None)
-    dumped["data"].pop("fallback", None)
-    dumped.pop("device", None)
-    return dumped
-
-
-def _differences(saved: Any, requested: Any, prefix: str = "") -> list[str]:
-    if isinstance(saved, dict) and isinstance(requested, dict):
-        found = []
-        for key in sorted(set(saved) | set(requested)):
-            found += _differences(saved.get(key), requested.get(key), f"{prefix}{key}.")
-        return found
-    if saved != requested:
-        return [f"{prefix.rstrip('.')} (saved {saved!r}, requested {requested!r})"]
-    return []
 
 
 def _phase_end_summaries(run: RunDirectory) -> dict[str, Any]:

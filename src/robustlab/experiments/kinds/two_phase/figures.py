@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
 from robustlab.experiments.collect import ExperimentData
-from robustlab.experiments.tables import Reading, reading
+from robustlab.experiments.kinds.two_phase.tables import Reading, reading
 
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 

@@ -1,67 +1,19 @@
-"""Schemas for attacks named in configs and for the training objectives that use them.
+"""Schemas of the training objectives, each with the attack it trains against.
 
-An attack in YAML is its registry name plus its parameters, ``{name: pgd, eps: 8/255,
-steps: 10}``; it is validated by building it, so a misspelt parameter or a bad value fails at
-load time naming the field. Budgets may be written as fractions ("8/255"), as DESIGN.md asks.
+Every adversarial objective takes the experiment's threat (``with_threat``) where it states no
+ε of its own, so one ε set in one place reaches the training attack too.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from typing_extensions import Self
 
-from robustlab.config_base import Budget, StrictModel, fraction
-from robustlab.errors import ConfigError
-
-if TYPE_CHECKING:
-    from robustlab.attacks.base import Attack
-
-
-class AttackConfig(BaseModel):
-    """A registered attack and its parameters: ``{name: pgd, eps: 0.3, steps: 40}``."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    name: str = Field(description="attack registry name (see docs/attacks.md)")
-    images: int | None = Field(
-        default=None,
-        ge=1,
-        description="in evaluations: attack only the first N of the evaluated images (for "
-        "costly attacks); not an attack parameter",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand_and_fractions(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            return {"name": data}
-        if isinstance(data, dict):
-            return {key: value if key == "name" else fraction(value) for key, value in data.items()}
-        return data
-
-    @model_validator(mode="after")
-    def _buildable(self) -> AttackConfig:
-        try:
-            self.build()
-        except ConfigError as error:
-            raise ValueError(str(error)) from None
-        return self
-
-    @property
-    def params(self) -> dict[str, Any]:
-        """The attack's parameters (every key but ``name`` and ``images``)."""
-        return dict(self.model_extra or {})
-
-    def build(self, **overrides: Any) -> Attack:
-        from robustlab.attacks.registry import build_attack  # attacks import no config
-
-        return build_attack(self.name, **{**self.params, **overrides})
-
-
-def pgd_config(**params: Any) -> AttackConfig:
-    return AttackConfig.model_validate({"name": "pgd", **params})
+from robustlab.config.attacks import AttackConfig, pgd_config
+from robustlab.config.base import Budget, StrictModel
+from robustlab.config.threat import Threat
 
 
 class OverfittingCheckConfig(StrictModel):
@@ -89,6 +41,12 @@ class StandardObjectiveConfig(StrictModel):
     type: Literal["standard"] = "standard"
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
+    def with_threat(self, threat: Threat) -> Self:
+        return self
+
+    def inherits_eps(self) -> bool:
+        return False
+
 
 class AdversarialObjectiveConfig(StrictModel):
     """Adversarial training on the attack's examples (Madry et al. 2018 with PGD).
@@ -101,12 +59,20 @@ class AdversarialObjectiveConfig(StrictModel):
 
     type: Literal["adversarial"] = "adversarial"
     attack: AttackConfig = Field(
-        default_factory=lambda: pgd_config(eps=0.3, alpha=0.01, steps=40),
-        description="any registered attack",
+        default_factory=lambda: pgd_config(alpha=0.01, steps=40),
+        description="any registered attack (default: PGD-40, α = 0.01, at the threat's ε, "
+        "else 0.3)",
     )
     clean_weight: Annotated[float, Field(ge=0, lt=1)] = 0.0
     eps_warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
     overfitting_check: OverfittingCheckConfig | None = None
+
+    def with_threat(self, threat: Threat) -> Self:
+        attack = self.attack.with_threat(threat)
+        return self if attack is self.attack else self.model_copy(update={"attack": attack})
+
+    def inherits_eps(self) -> bool:
+        return self.attack.inherits("eps")
 
 
 class FGSMRSObjectiveConfig(StrictModel):
@@ -129,6 +95,12 @@ class FGSMRSObjectiveConfig(StrictModel):
     def _attack_builds(self) -> Self:
         self.attack  # noqa: B018 (AttackConfig validates by building)
         return self
+
+    def with_threat(self, threat: Threat) -> Self:
+        return _with_budget_fields(self, threat)
+
+    def inherits_eps(self) -> bool:
+        return "eps" not in self.model_fields_set
 
     @property
     def attack(self) -> AttackConfig:
@@ -157,6 +129,12 @@ class FreeObjectiveConfig(StrictModel):
         self.attack  # noqa: B018 (AttackConfig validates by building)
         return self
 
+    def with_threat(self, threat: Threat) -> Self:
+        return _with_budget_fields(self, threat)
+
+    def inherits_eps(self) -> bool:
+        return "eps" not in self.model_fields_set
+
     @property
     def attack(self) -> AttackConfig:
         """The single-step attack the check and the default evaluations compare against."""
@@ -174,12 +152,19 @@ class TradesObjectiveConfig(StrictModel):
     type: Literal["trades"] = "trades"
     beta: Annotated[float, Field(gt=0)] = 6.0
     attack: AttackConfig = Field(
-        default_factory=lambda: AttackConfig.model_validate(
-            {"name": "pgd-kl", "eps": 0.3, "alpha": 0.01, "steps": 40}
-        )
+        default_factory=lambda: AttackConfig.model_validate({"name": "pgd-kl"}),
+        description="default: PGD on the KL divergence, 40 steps of 0.01, at the threat's ε "
+        "(else 0.3)",
     )
     eps_warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
     overfitting_check: OverfittingCheckConfig | None = None
+
+    def with_threat(self, threat: Threat) -> Self:
+        attack = self.attack.with_threat(threat)
+        return self if attack is self.attack else self.model_copy(update={"attack": attack})
+
+    def inherits_eps(self) -> bool:
+        return self.attack.inherits("eps")
 
 
 ObjectiveConfig = Annotated[
@@ -200,3 +185,21 @@ def training_attack(objective: Any) -> AttackConfig | None:
     """The attack an objective trains against (None for standard training)."""
     attack: AttackConfig | None = getattr(objective, "attack", None)
     return attack
+
+
+BudgetObjective = TypeVar("BudgetObjective", bound=StrictModel)
+
+
+def _with_budget_fields(objective: BudgetObjective, threat: Threat) -> BudgetObjective:
+    """An objective with ``eps``/``norm`` fields, given the threat's where it states none;
+    validated again, so a norm the objective cannot take is an error naming it."""
+    given = {"eps": threat.eps, "norm": threat.norm}
+    update = {
+        key: value
+        for key, value in given.items()
+        if value is not None and key not in objective.model_fields_set
+    }
+    if not update:
+        return objective
+    data = {**objective.model_dump(mode="json", exclude_unset=True), **update}
+    return type(objective).model_validate(data)

@@ -1,0 +1,43 @@
+"""The kind contract and its registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from robustlab.config import ExperimentConfig, StrictModel, TrialSpec
+from robustlab.registry import Registry
+
+if TYPE_CHECKING:
+    from robustlab.experiments.collect import ExperimentData
+    from robustlab.experiments.document import Report
+
+
+class ExperimentKind(ABC):
+    """One kind of experiment: its report options, checks and report."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    options: ClassVar[type[StrictModel]]
+    """Schema of the config's ``report:`` section for this kind."""
+
+    def check(self, config: ExperimentConfig, options: Any, trials: Sequence[TrialSpec]) -> None:
+        """Raise ValueError (naming the field) when the experiment cannot give this report;
+        a kind that can report on any experiment keeps this default."""
+        return None
+
+    @abstractmethod
+    def report(self, data: ExperimentData, options: Any) -> Report:
+        """The report's content, from what the finished trials wrote."""
+
+
+KINDS: Registry[ExperimentKind] = Registry("experiment kind")
+
+Kind = TypeVar("Kind", bound=type[ExperimentKind])
+
+
+def register_kind(cls: Kind) -> Kind:
+    """Class decorator: register one instance under ``cls.name``."""
+    KINDS.add(cls.name, cls(), description=cls.description)
+    return cls
