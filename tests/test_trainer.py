@@ -91,7 +91,7 @@ def test_existing_run_needs_resume_and_same_config(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="pass --resume"):
         train_trial(config, tmp_path / "run")
     changed = synthetic_trial(seed=5)
-    with pytest.raises(CheckpointError, match=r"seed \(saved 0, requested 5\)"):
+    with pytest.raises(CheckpointError, match=r"seed \(recorded 0, now 5\)"):
         train_trial(changed, tmp_path / "run", resume=True)
     # Resuming a finished run returns its results without training again.
     again = train_trial(config, tmp_path / "run", resume=True)

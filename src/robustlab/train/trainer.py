@@ -5,7 +5,8 @@ Reading order: ``train_trial`` (set-up and resume) -> ``_run_phase`` (one phase)
 checkpoint; at a phase's end the strong evaluation; an early stop when the
 catastrophic-overfitting check fires). Determinism on CPU for a fixed seed comes from three
 seeded sources only: the global torch generator (initialisation, dropout), a dedicated
-shuffling generator, and the order of operations; all are saved in the checkpoint.
+shuffling generator, and the order of operations; all are saved in the checkpoint. The run's
+bookkeeping (where to resume, what to probe, the results summary) is in ``run_state``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from torch import nn
 
 from robustlab.config import PhaseConfig, TrialConfig
 from robustlab.device import resolve_device
-from robustlab.errors import CheckpointError, TrainingDivergedError
 from robustlab.evaluate.accuracy import evaluate_accuracy
 from robustlab.models import count_parameters
 from robustlab.precision import autocast
@@ -32,9 +32,8 @@ from robustlab.store.checkpoint import (
     save_training_state,
     save_weights,
 )
-from robustlab.store.index import differing_fields
 from robustlab.store.loading import build_for_dataset
-from robustlab.store.runs import RunDirectory, comparable_config
+from robustlab.store.runs import RunDirectory
 from robustlab.train.inputs import TrialData, choose_dataset, load_trial_data
 from robustlab.train.monitoring import (
     build_attacks,
@@ -44,26 +43,21 @@ from robustlab.train.monitoring import (
     fixed_subset,
 )
 from robustlab.train.objectives import Objective, TrainingStep, build_objective
+from robustlab.train.reporter import TrainingReporter
+from robustlab.train.run_state import (
+    Position,
+    best_probe_accuracy,
+    check_run_directory,
+    diverged,
+    final_metrics,
+    phase_end_summaries,
+    position_after,
+    probe_size,
+    train_eval_subset,
+)
 from robustlab.train.schedules import build_optimizer, learning_rate, set_learning_rate
 
-
-class TrainingReporter:
-    """Receives progress events; the CLI draws them, library code stays silent."""
-
-    def run_started(self, config: TrialConfig, data: TrialData, resumed_at: int) -> None: ...
-
-    def epoch_started(self, phase: PhaseConfig, epoch: int, batches: int) -> None: ...
-
-    def batch_done(self, loss: float) -> None: ...
-
-    def epoch_done(self, record: dict[str, Any]) -> None: ...
-
-    def status(self, message: str) -> None:
-        """A step without epochs (an evaluation, a calibration) started or ended."""
-
-    def in_worker(self, label: str) -> TrainingReporter:
-        """The reporter a worker process running the job ``label`` uses; it must pickle."""
-        return TrainingReporter()
+__all__ = ["TrainingReporter", "TrialResult", "train_trial"]
 
 
 @dataclass
@@ -71,15 +65,6 @@ class TrialResult:
     run_dir: Path
     final: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class _Position:
-    """Where the run continues: next phase index, epochs already done in it, global epoch."""
-
-    phase_index: int = 0
-    epochs_done: int = 0
-    global_epoch: int = 0
 
 
 def train_trial(
@@ -98,7 +83,7 @@ def train_trial(
     config = config.model_copy(
         update={"data": config.data.model_copy(update={"dataset": chosen, "fallback": []})}
     )
-    config = _check_run_directory(run, config, resume)
+    config = check_run_directory(run, config, resume)
     if run.is_finished:
         return TrialResult(run.path, run.read_results()["final"], run.read_metrics())
 
@@ -108,7 +93,7 @@ def train_trial(
     torch.manual_seed(config.seed)
     model = build_for_dataset(config.model, data.info).to(device)
     shuffle_rng = torch.Generator().manual_seed(config.seed)
-    position = _Position()
+    position = Position()
     train_seconds = 0.0
     saved_optimizer: dict[str, Any] | None = None
 
@@ -119,7 +104,7 @@ def train_trial(
         shuffle_rng.set_state(state.shuffle_rng)
         if state.cuda_rng is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state.cuda_rng)
-        position = _position_after(config, state)
+        position = position_after(config, state)
         train_seconds = state.train_seconds
         saved_optimizer = state.optimizer if position.epochs_done > 0 else None
         run.truncate_metrics(state.global_epoch)
@@ -130,9 +115,9 @@ def train_trial(
 
     train_images = data.train.images.to(device)
     train_labels = data.train.labels.to(device)
-    subset = _train_eval_subset(config, len(train_labels))
+    subset = train_eval_subset(config, len(train_labels))
     attacked = slice(0, config.evaluation.attack_images)
-    probe = fixed_subset(len(train_labels), _probe_size(config), config.seed + 2).to(device)
+    probe = fixed_subset(len(train_labels), probe_size(config), config.seed + 2).to(device)
     reporter.run_started(config, data, position.global_epoch)
 
     context = _TrialContext(
@@ -155,8 +140,8 @@ def train_trial(
         start = position.epochs_done if phase_index == position.phase_index else 0
         _run_phase(context, phase_index, start, saved_optimizer if start > 0 else None)
 
-    final = _final_metrics(run)
-    phase_ends = _phase_end_summaries(run)
+    final = final_metrics(run)
+    phase_ends = phase_end_summaries(run)
     results = {
         "experiment": config.experiment,
         "trial": config.trial,
@@ -222,7 +207,7 @@ def _run_phase(
         optimizer=optimizer,
         objective=build_objective(phase.objective),
         epoch_attacks=build_attacks(ctx.config.phase_attacks(phase)),
-        best_probe_pgd_acc=_best_probe_accuracy(ctx.run, phase_index),
+        best_probe_pgd_acc=best_probe_accuracy(ctx.run, phase_index),
     )
     for epoch in range(start_epoch + 1, phase.epochs + 1):
         started = time.perf_counter()
@@ -262,7 +247,7 @@ def _train_epoch(ctx: _TrialContext, state: _PhaseState, epoch: int) -> tuple[fl
                 output = objective(ctx.model, x, y, step)
             loss_value = output.loss.item()
             if not math.isfinite(loss_value):
-                _diverged(ctx, phase, epoch, batch, loss_value)
+                diverged(ctx.run, phase, epoch, batch, loss_value)
             optimizer.zero_grad(set_to_none=True)
             output.loss.backward()  # type: ignore[no-untyped-call]
             objective.after_backward()
@@ -414,105 +399,3 @@ def _evaluate_phase_end(
     )
     if record is not None:
         ctx.run.append_metrics(record)
-
-
-def _best_probe_accuracy(run: RunDirectory, phase_index: int) -> float | None:
-    """Best PGD accuracy of the overfitting probe so far in this phase (for resumed runs)."""
-    values = [
-        record["overfitting"]["pgd_acc"]
-        for record in run.read_metrics()
-        if record.get("event") == "epoch"
-        and record.get("phase_index") == phase_index
-        and "overfitting" in record
-    ]
-    return max(values) if values else None
-
-
-def _probe_size(config: TrialConfig) -> int:
-    sizes = [
-        check.images
-        for phase in config.phases
-        if (check := getattr(phase.objective, "overfitting_check", None)) is not None
-    ]
-    return max(sizes, default=0)
-
-
-def _diverged(ctx: _TrialContext, phase: PhaseConfig, epoch: int, batch: int, loss: float) -> None:
-    kept = (
-        f"the last good checkpoint is kept at {ctx.run.last_checkpoint}"
-        if ctx.run.last_checkpoint.exists()
-        else "no epoch had completed, so there is no checkpoint"
-    )
-    ctx.run.append_metrics(
-        {"event": "diverged", "phase": phase.name, "epoch": epoch, "batch": batch, "loss": loss}
-    )
-    raise TrainingDivergedError(
-        f"training loss became {loss} in phase {phase.name!r}, epoch {epoch}, batch {batch + 1}; "
-        f"{kept}. Lower phases[].optimizer.lr (now {phase.optimizer.lr}) or set "
-        "phases[].max_grad_norm, then start a new run."
-    )
-
-
-def _train_eval_subset(config: TrialConfig, count: int) -> torch.Tensor | None:
-    size = config.evaluation.train_subset
-    if size == 0:
-        return None
-    if size is None or size >= count:
-        return torch.arange(count)
-    generator = torch.Generator().manual_seed(config.seed + 1)
-    return torch.randperm(count, generator=generator)[:size].sort().values
-
-
-def _position_after(config: TrialConfig, state: TrainingState) -> _Position:
-    if state.phase_index >= len(config.phases):
-        raise CheckpointError(
-            f"checkpoint is at phase {state.phase_index + 1} but the config has "
-            f"{len(config.phases)} phases"
-        )
-    phase = config.phases[state.phase_index]
-    if state.epoch_in_phase >= phase.epochs:
-        return _Position(state.phase_index + 1, 0, state.global_epoch)
-    return _Position(state.phase_index, state.epoch_in_phase, state.global_epoch)
-
-
-def _check_run_directory(run: RunDirectory, config: TrialConfig, resume: bool) -> TrialConfig:
-    """Refuse to overwrite a run, and refuse to resume one with a different config."""
-    if not run.has_started:
-        return config
-    if not resume:
-        raise CheckpointError(
-            f"run directory {run.path} already holds a run; pass --resume to continue it "
-            "or choose another --run-dir"
-        )
-    saved = run.read_config()
-    differences = differing_fields(comparable_config(saved), comparable_config(config))
-    if differences:
-        raise CheckpointError(
-            f"cannot resume {run.path}: its config differs from the requested one in "
-            + ", ".join(differences)
-        )
-    return saved
-
-
-def _phase_end_summaries(run: RunDirectory) -> dict[str, Any]:
-    """Each phase's strong evaluation without the per-step traces (those stay in metrics)."""
-    summaries = {}
-    for record in run.read_metrics():
-        if record.get("event") == "phase_end":
-            attacks = {
-                name: {key: value for key, value in result.items() if key != "trace"}
-                for name, result in record["attacks"].items()
-            }
-            summaries[record["phase"]] = {
-                key: record[key] for key in ("images", "clean_acc", "worst_case_acc")
-            } | {"attacks": attacks}
-    return summaries
-
-
-def _final_metrics(run: RunDirectory) -> dict[str, Any]:
-    epochs = [record for record in run.read_metrics() if record.get("event") == "epoch"]
-    if not epochs:
-        raise CheckpointError(f"run {run.path} has no epoch records in {run.metrics_file.name}")
-    last = epochs[-1]
-    keys = ("test_acc", "test_loss", "train_acc", "train_loss", "train_eval_acc", "global_epoch")
-    return {key: last[key] for key in keys if key in last}
