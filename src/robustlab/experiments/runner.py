@@ -126,11 +126,12 @@ def _train_trials(
     for spec, trial in zip(plan.trials, trials, strict=True):
         run = folder.trial(trial.trial)
         if run.is_finished:  # never redone; the index catches up if a kill left it behind
-            index.mark_done(trial.trial, trial_summary(run.read_results()))
+            index.mark_done(trial.trial, trial_summary(run.read_results(), trial))
             continue
         work = partial(_train_trial, trial, out, folder.path)
         jobs.append(Job(trial.trial, work, plan.cost(spec)))
-    _raise_failures(executor.run(jobs, reporter, _IndexEvents(index)))
+    events = _IndexEvents(index, {trial.trial: trial for trial in trials})
+    _raise_failures(executor.run(jobs, reporter, events))
     return [folder.trial(trial.trial).read_results() for trial in trials]
 
 
@@ -150,33 +151,41 @@ def _train_trial(
     return run.read_results()
 
 
-def trial_summary(results: dict[str, Any]) -> dict[str, Any]:
+def trial_summary(results: dict[str, Any], trial: TrialConfig) -> dict[str, Any]:
     """The few numbers the index keeps per trial: final accuracy, size, time, and each
-    phase's clean and worst-case robust accuracy."""
+    phase's clean and worst-case robust accuracy, in phase order."""
     final = results.get("final", {})
+    ends = results.get("phase_end", {})
     return {
         "test_acc": final.get("test_acc"),
         "train_eval_acc": final.get("train_eval_acc"),
         "parameters": results.get("parameters"),
         "train_seconds": results.get("train_seconds"),
-        "phase_end": {
-            phase: {"clean_acc": end.get("clean_acc"), "worst_case_acc": end.get("worst_case_acc")}
-            for phase, end in results.get("phase_end", {}).items()
-        },
+        "phase_end": [
+            {
+                "phase": phase.name,
+                "clean_acc": ends[phase.name].get("clean_acc"),
+                "worst_case_acc": ends[phase.name].get("worst_case_acc"),
+            }
+            for phase in trial.phases
+            if phase.name in ends
+        ],
     }
 
 
 class _IndexEvents:
     """Executor events written to the trial index by the driving process."""
 
-    def __init__(self, index: TrialIndex) -> None:
+    def __init__(self, index: TrialIndex, trials: dict[str, TrialConfig] | None = None) -> None:
         self.index = index
+        self.trials = trials or {}
 
     def started(self, job: Job[Any]) -> None:
         self.index.mark_running(job.label)
 
     def finished(self, job: Job[Any], result: Any) -> None:
-        summary = trial_summary(result) if isinstance(result, dict) else {}
+        trial = self.trials.get(job.label)
+        summary = {} if trial is None else trial_summary(result, trial)
         self.index.mark_done(job.label, summary)
 
     def failed(self, job: Job[Any], error: BaseException) -> None:

@@ -59,9 +59,8 @@ def _result(row: IndexRow | None, status: str) -> str:
     parts = []
     if summary.get("test_acc") is not None:
         parts.append(f"test {summary['test_acc']:.2%}")
-    ends = summary.get("phase_end") or {}
-    if ends:
-        last_phase, last = list(ends.items())[-1]
-        if last.get("worst_case_acc") is not None:
-            parts.append(f"worst case after {last_phase} {last['worst_case_acc']:.2%}")
+    ends = summary.get("phase_end") or []
+    if ends and ends[-1].get("worst_case_acc") is not None:
+        last = ends[-1]
+        parts.append(f"worst case after {last['phase']} {last['worst_case_acc']:.2%}")
     return ", ".join(parts)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from robustlab.config import ExperimentConfig, StrictModel, TrialSpec
+from robustlab.config.sweep import short_names
 from robustlab.experiments.collect import ExperimentData, TrialSummary
 from robustlab.experiments.document import Report, Section
 from robustlab.experiments.kinds.base import ExperimentKind, register_kind
@@ -72,6 +73,12 @@ def _axes(data: ExperimentData) -> list[str]:
     return list(dict.fromkeys(path for spec in data.plan.trials for path, _ in spec.point.values))
 
 
+def _headers(axes: list[str]) -> list[str]:
+    """``depth``, ``width``: the shortest name that tells the varied fields apart."""
+    names = short_names(axes)
+    return [names[axis] for axis in axes]
+
+
 def _robust(trial: TrialSummary, phase: str, attack: str | None) -> float | None:
     numbers = trial.phases.get(phase)
     if numbers is None or numbers.evaluation is None:
@@ -110,7 +117,7 @@ def trials_table(data: ExperimentData, phase: str, attacks: list[str]) -> Table:
         f"{phase} (%)",
         columns=[
             "trial",
-            *axes,
+            *_headers(axes),
             "seed",
             "parameters",
             *(f"clean after {p}" for p in phases),
