@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from robustlab.attacks.iterative import PGD
+from robustlab.attacks.base import Attack
 from robustlab.batching import chunked_forward
 from robustlab.modes import eval_mode
 
@@ -77,7 +77,7 @@ def minimal_budgets(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    attack: PGD,
+    attack: Attack,
     *,
     high: float,
     iterations: int,
@@ -98,7 +98,7 @@ def _bisect(
     models: Sequence[nn.Module],
     x: torch.Tensor,
     y: torch.Tensor,
-    attack: PGD,
+    attack: Attack,
     high: float,
     iterations: int,
     batch_size: int,
@@ -127,7 +127,7 @@ def _bisect(
 
 
 def _start(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: PGD, high: float, batch_size: int
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Attack, high: float, batch_size: int
 ) -> _Brackets:
     """Brackets (0, high] for the examples fooled at ``high``, (high, inf] for the others."""
     with torch.no_grad(), eval_mode(model):
@@ -165,7 +165,7 @@ def _fools(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    attack: PGD,
+    attack: Attack,
     eps: torch.Tensor,
 ) -> torch.Tensor:
     x_adv = attack.run(model, x, y, budgets=eps).x_adv
@@ -178,7 +178,7 @@ def calibrate(
     models: Sequence[nn.Module],
     x: torch.Tensor,
     y: torch.Tensor,
-    attack: PGD,
+    attack: Attack,
     *,
     target_success: float,
     high: float = 0.5,

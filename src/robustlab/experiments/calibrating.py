@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from robustlab.attacks.iterative import PGD
 from robustlab.config import CalibrationConfig, TrialConfig
 from robustlab.data import load_split
 from robustlab.device import resolve_device
@@ -33,8 +32,11 @@ def calibrate_experiment(
 ) -> dict[str, Any]:
     """Calibrate on the shared runs of ``trials`` (deduplicated); cached in ``folder``."""
     attack = config.attack.build()
-    if not isinstance(attack, PGD):
-        raise ConfigError(f"calibration.attack must be a PGD-family attack, got {attack.name!r}")
+    if not attack.accepts_budgets:
+        raise ConfigError(
+            f"calibration.attack must take per-example budgets (a PGD-family attack), got "
+            f"{attack.name!r}"
+        )
     runs = sorted(
         {
             shared_run(out_dir, prefix).path
@@ -76,7 +78,7 @@ def calibrate_experiment(
         "identity": identity,
         "eps": result.eps,
         "target_success": config.target_success,
-        "attack": attack_key(attack).replace(f"-eps{attack.eps:.4g}", ""),
+        "attack": attack_key(attack).replace(f"-eps{attack.budget:.4g}", ""),
         "resolution": result.resolution,
         "refine": config.refine,
         "examples": len(result.minimal_eps),
