@@ -57,6 +57,7 @@ bench: $(DEV_INSTALLED)
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/attacks.py
 	$(BIN)/python benchmarks/evaluator.py
+	$(BIN)/python benchmarks/executors.py
 
 bench-fhe: $(FHE_INSTALLED)
 	$(FHE_BIN)/python benchmarks/fhe.py

@@ -4,6 +4,7 @@ import pytest
 
 from robustlab.config import ExperimentConfig, TrialConfig, load_experiment, parse_config
 from robustlab.errors import ConfigError
+from robustlab.experiments import build_plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -88,12 +89,13 @@ def test_yaml_errors_name_the_file(tmp_path) -> None:
 def test_shipped_configs_validate(path: Path) -> None:
     config = load_experiment(path)
     assert isinstance(config, ExperimentConfig)
-    assert config.trials()
+    plan = build_plan(config)  # the kind, its report options and every model build too
+    assert plan.trials
 
 
 def test_experiment_expands_models_by_seeds() -> None:
     config = load_experiment(CONFIGS / "thesis-clean.yaml")
-    trials = config.trials()
+    trials = [spec.resolve() for spec in build_plan(config).trials]
     assert [t.trial for t in trials] == ["thesis-shallow-s0", "thesis-deep-s0"]
     assert all(t.phases[0].epochs == 12 for t in trials)
     assert config.data.dataset == "mnist" and config.data.fallback == ["fashion-mnist"]

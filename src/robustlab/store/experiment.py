@@ -52,10 +52,6 @@ class ExperimentDirectory:
     def trial(self, name: str) -> RunDirectory:
         return RunDirectory(self.path / name)
 
-    def shared_run(self, name: str) -> RunDirectory:
-        """A shared prefix's run, beside the experiment folder so experiments can share it."""
-        return RunDirectory(self.path.parent / SHARED_FOLDER / name)
-
     def write_config(self, config: ExperimentConfig) -> None:
         atomic_write_text(self.config_file, to_yaml(config, only_written=True))
 
