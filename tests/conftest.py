@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,12 @@ def mnist_model(model_cache: Path) -> TrainedSubject:
         "evaluation": {"train_subset": 0},
     }
     return _trained(model_cache, "mnist-shallow-v1", raw, root)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One thread per trial everywhere: the same float reductions, so equal bit for bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +34,6 @@ def _threads(_reporter: TrainingReporter) -> int:
 
 def _fail(_reporter: TrainingReporter) -> int:
     raise ConfigError("phases.0.epochs: broken on purpose")
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Both runs on one thread per process: the same float reductions, so equal bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_two_jobs_give_the_same_trials_as_one_after_another(

@@ -45,15 +45,6 @@ def experiment(raw: dict[str, Any]) -> ExperimentConfig:
     return parse_config(ExperimentConfig, raw, source="test")
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One thread per trial everywhere: the same float reductions, so equal bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def robustlab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "300"}
     return subprocess.run(

@@ -75,7 +75,27 @@ class AdversarialObjectiveConfig(StrictModel):
         return self.attack.inherits("eps")
 
 
-class FGSMRSObjectiveConfig(StrictModel):
+class _OwnBudgetObjective(StrictModel):
+    """An objective whose ε is a field of its own (its attack is built from it): it takes the
+    threat's ε and norm where it states none."""
+
+    @model_validator(mode="after")
+    def _attack_builds(self) -> Self:
+        self.attack  # noqa: B018 (AttackConfig validates by building)
+        return self
+
+    @property
+    def attack(self) -> AttackConfig:
+        raise NotImplementedError
+
+    def with_threat(self, threat: Threat) -> Self:
+        return _with_budget_fields(self, threat)
+
+    def inherits_eps(self) -> bool:
+        return "eps" not in self.model_fields_set
+
+
+class FGSMRSObjectiveConfig(_OwnBudgetObjective):
     """Fast adversarial training (Wong et al. 2020): FGSM from a uniform random start.
 
     The training attack is one PGD step from a random point in the ball with step
@@ -91,24 +111,13 @@ class FGSMRSObjectiveConfig(StrictModel):
     eps_warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
     overfitting_check: OverfittingCheckConfig | None = Field(default_factory=OverfittingCheckConfig)
 
-    @model_validator(mode="after")
-    def _attack_builds(self) -> Self:
-        self.attack  # noqa: B018 (AttackConfig validates by building)
-        return self
-
-    def with_threat(self, threat: Threat) -> Self:
-        return _with_budget_fields(self, threat)
-
-    def inherits_eps(self) -> bool:
-        return "eps" not in self.model_fields_set
-
     @property
     def attack(self) -> AttackConfig:
         alpha = 1.25 * self.eps if self.alpha is None else self.alpha
         return pgd_config(eps=self.eps, alpha=alpha, steps=1, norm=self.norm, random_start=True)
 
 
-class FreeObjectiveConfig(StrictModel):
+class FreeObjectiveConfig(_OwnBudgetObjective):
     """Free adversarial training (Shafahi et al. 2019): each minibatch is replayed ``replays``
     times; one backward pass gives both the parameter update and the perturbation's next
     signed-gradient step of size ``step`` (default eps), which carries over to the next
@@ -123,17 +132,6 @@ class FreeObjectiveConfig(StrictModel):
     norm: Literal["linf", "l2"] = "linf"
     eps_warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
     overfitting_check: OverfittingCheckConfig | None = None
-
-    @model_validator(mode="after")
-    def _attack_builds(self) -> Self:
-        self.attack  # noqa: B018 (AttackConfig validates by building)
-        return self
-
-    def with_threat(self, threat: Threat) -> Self:
-        return _with_budget_fields(self, threat)
-
-    def inherits_eps(self) -> bool:
-        return "eps" not in self.model_fields_set
 
     @property
     def attack(self) -> AttackConfig:

@@ -137,23 +137,19 @@ class TrialIndex:
             )
 
     def mark_done(self, name: str, summary: dict[str, Any]) -> None:
-        now = time.time()
-        with self._connect() as db:
-            db.execute(
-                "UPDATE trials SET status='done', finished=?, "
-                "seconds=CASE WHEN started IS NULL THEN NULL ELSE ? - started END, "
-                "summary=?, error=NULL WHERE name=?",
-                (now, now, json.dumps(summary, sort_keys=True), name),
-            )
+        self._finish(name, "done", summary=json.dumps(summary, sort_keys=True), error=None)
 
     def mark_failed(self, name: str, error: str) -> None:
+        self._finish(name, "failed", summary=None, error=error)
+
+    def _finish(self, name: str, status: Status, *, summary: str | None, error: str | None) -> None:
         now = time.time()
         with self._connect() as db:
             db.execute(
-                "UPDATE trials SET status='failed', finished=?, "
-                "seconds=CASE WHEN started IS NULL THEN NULL ELSE ? - started END, error=? "
-                "WHERE name=?",
-                (now, now, error, name),
+                "UPDATE trials SET status=?, finished=?, "
+                "seconds=CASE WHEN started IS NULL THEN NULL ELSE ? - started END, "
+                "summary=COALESCE(?, summary), error=? WHERE name=?",
+                (status, now, now, summary, error, name),
             )
 
     def get(self, name: str) -> IndexRow | None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 
@@ -60,6 +60,38 @@ def threads_per_job(jobs: int) -> int:
 
 def largest_first(jobs: Sequence[Job[T]]) -> list[int]:
     return sorted(range(len(jobs)), key=lambda index: -jobs[index].cost)
+
+
+def run_in_flight(
+    jobs: Sequence[Job[T]],
+    limit: int,
+    events: Events,
+    submit: Callable[[Job[T]], Any],
+    wait_any: Callable[[list[Any]], Iterable[Any]],
+    collect: Callable[[Any], T],
+) -> list[T | JobFailure]:
+    """At most ``limit`` jobs in flight, largest first, so "running" in the index is true:
+    ``submit`` starts a job and returns a handle, ``wait_any`` returns handles that finished,
+    ``collect`` gives a finished handle's result or raises the job's own error."""
+    waiting = largest_first(jobs)
+    results: dict[int, T | JobFailure] = {}
+    running: dict[Any, int] = {}
+    while waiting or running:
+        while waiting and len(running) < limit:
+            index = waiting.pop(0)
+            events.started(jobs[index])
+            running[submit(jobs[index])] = index
+        for handle in wait_any(list(running)):
+            index = running.pop(handle)
+            try:
+                result = collect(handle)
+            except Exception as error:  # the caller raises it once every job has run
+                events.failed(jobs[index], error)
+                results[index] = JobFailure(jobs[index].label, error)
+            else:
+                events.finished(jobs[index], result)
+                results[index] = result
+    return [results[index] for index in range(len(jobs))]
 
 
 def run_with_threads(threads: int, job: Job[T], reporter: TrainingReporter) -> T:

@@ -12,7 +12,7 @@ index means running.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import TypeVar
 
@@ -20,7 +20,7 @@ from robustlab.experiments.executors.base import (
     Events,
     Job,
     JobFailure,
-    largest_first,
+    run_in_flight,
     run_with_threads,
     threads_per_job,
 )
@@ -41,27 +41,13 @@ class ProcessExecutor:
         if not jobs:
             return []
         threads = threads_per_job(self.jobs)
-        waiting = largest_first(jobs)
-        results: dict[int, T | JobFailure] = {}
         context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
         with ProcessPoolExecutor(max_workers=min(self.jobs, len(jobs)), mp_context=context) as pool:
-            running: dict[Future[T], int] = {}
-            while waiting or running:
-                while waiting and len(running) < self.jobs:
-                    index = waiting.pop(0)
-                    job = jobs[index]
-                    events.started(job)
-                    worker_reporter = reporter.in_worker(job.label)
-                    running[pool.submit(run_with_threads, threads, job, worker_reporter)] = index
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index = running.pop(future)
-                    try:
-                        result = future.result()
-                    except Exception as error:
-                        events.failed(jobs[index], error)
-                        results[index] = JobFailure(jobs[index].label, error)
-                    else:
-                        events.finished(jobs[index], result)
-                        results[index] = result
-        return [results[index] for index in range(len(jobs))]
+
+            def submit(job: Job[T]) -> Future[T]:
+                return pool.submit(run_with_threads, threads, job, reporter.in_worker(job.label))
+
+            def wait_any(futures: list[Future[T]]) -> Iterable[Future[T]]:
+                return wait(futures, return_when=FIRST_COMPLETED).done
+
+            return run_in_flight(jobs, self.jobs, events, submit, wait_any, Future.result)

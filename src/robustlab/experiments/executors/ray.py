@@ -12,7 +12,7 @@ tasks are in flight, so "running" in the index means running.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from robustlab.errors import ConfigError
@@ -20,7 +20,7 @@ from robustlab.experiments.executors.base import (
     Events,
     Job,
     JobFailure,
-    largest_first,
+    run_in_flight,
     run_with_threads,
     threads_per_job,
 )
@@ -66,33 +66,26 @@ class RayExecutor:
             else:
                 ray.init(address=self.address, log_to_driver=True)
         task = ray.remote(num_cpus=threads, max_retries=0)(run_with_threads)
-        waiting = largest_first(jobs)
-        results: dict[int, T | JobFailure] = {}
-        running: dict[Any, int] = {}
+
+        def submit(job: Job[T]) -> Any:
+            return task.remote(threads, job, reporter.in_worker(job.label))
+
+        def wait_any(refs: list[Any]) -> Iterable[Any]:
+            done, _ = ray.wait(refs, num_returns=1)
+            return list(done)
+
+        def collect(ref: Any) -> T:
+            try:
+                result: T = ray.get(ref)
+            except Exception as error:
+                raise _original(error) from None
+            return result
+
         try:
-            while waiting or running:
-                while waiting and len(running) < self.jobs:
-                    index = waiting.pop(0)
-                    job = jobs[index]
-                    events.started(job)
-                    ref = task.remote(threads, job, reporter.in_worker(job.label))
-                    running[ref] = index
-                done, _ = ray.wait(list(running), num_returns=1)
-                for ref in done:
-                    index = running.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except Exception as error:
-                        cause = _original(error)
-                        events.failed(jobs[index], cause)
-                        results[index] = JobFailure(jobs[index].label, cause)
-                    else:
-                        events.finished(jobs[index], result)
-                        results[index] = result
+            return run_in_flight(jobs, self.jobs, events, submit, wait_any, collect)
         finally:
             if started_here:
                 ray.shutdown()
-        return [results[index] for index in range(len(jobs))]
 
 
 def _original(error: Exception) -> BaseException:
