@@ -28,7 +28,7 @@ $(DEV_INSTALLED): $(INSTALLED) requirements/peers.txt
 FHE_VENV ?= .venv-fhe
 FHE_BIN := $(FHE_VENV)/bin
 FHE_INSTALLED := $(FHE_VENV)/.installed
-FHE_TESTS := tests/test_crypto.py tests/test_crypto_fhe.py tests/test_crypto_service.py
+FHE_TESTS := tests/test_crypto.py tests/test_crypto_fhe.py tests/test_crypto_service.py tests/test_crypto_service_policy.py
 
 $(FHE_INSTALLED): pyproject.toml
 	test -x $(FHE_BIN)/python || $(PYTHON) -m venv $(FHE_VENV)
@@ -61,6 +61,7 @@ bench: $(DEV_INSTALLED)
 
 bench-fhe: $(FHE_INSTALLED)
 	$(FHE_BIN)/python benchmarks/fhe.py
+	$(FHE_BIN)/python benchmarks/fhe_service_load.py
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

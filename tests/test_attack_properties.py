@@ -124,7 +124,7 @@ def test_build_attack_names_bad_parameters() -> None:
 
     with pytest.raises(ConfigError, match="attack 'pgd' has no parameter 'epsilon'"):
         build_attack("pgd", epsilon=0.3)
-    with pytest.raises(ConfigError, match=r"PGD.steps must be >= 0"):
+    with pytest.raises(ConfigError, match=r"PGD.steps must be >= 1"):
         build_attack("pgd", steps=-1)
 
 

@@ -26,7 +26,7 @@ def test_pgd_breaks_undefended_mnist_model_and_beats_fgsm(mnist_model: TrainedSu
 def test_success_grows_with_eps(digits_model: TrainedSubject) -> None:
     x, y = digits_model.batch(200)
     previous = -1.0
-    for eps in (0.0, 0.05, 0.1, 0.15, 0.2, 0.3):
+    for eps in (0.05, 0.1, 0.15, 0.2, 0.3):  # ε = 0 is refused: it measures nothing
         report = robust_accuracy(digits_model.model, (x, y), [PGD(eps=eps, steps=10)])
         rate = report.attacks[0].success_rate
         assert rate >= previous - 0.02, (eps, rate, previous)

@@ -122,6 +122,9 @@ def test_user_errors_are_one_clear_line(tmp_path) -> None:
     assert bad.returncode == 2 and "phases.0.epochs" in bad.stderr
     bad = robustlab("eval", "nowhere", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "not a robustlab run directory" in bad.stderr
+    # brackets in a message are text, not markup: rich would otherwise eat "[fhe]"-like parts
+    bad = robustlab("train", "--model", "net[fhe]", "--epochs", "1", cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "net[fhe]" in bad.stderr
 
 
 def test_models_and_data_list(tmp_path) -> None:

@@ -147,7 +147,7 @@ def test_cw_linf_is_pgd_on_the_cw_margin(digits_model: TrainedSubject) -> None:
     ("attack", "message"),
     [
         (lambda: CW(steps=0), "CW.steps must be >= 1"),
-        (lambda: CW(eps=-1.0), "CW.eps must be >= 0"),
+        (lambda: CW(eps=-1.0), "CW.eps must be > 0"),
         (lambda: DeepFool(candidates=1), "DeepFool.candidates must be >= 2"),
         (lambda: CWL0(fix_fraction=1.5), "CWL0.fix_fraction must be <= 1"),
         (lambda: LBFGS(initial_const=0.0), "LBFGS.initial_const must be > 0"),

@@ -20,7 +20,7 @@ from robustlab.attacks.base import Attack, AttackContext
 from robustlab.attacks.losses import LOSSES, dlr
 from robustlab.attacks.norms import Norm, get_norm
 from robustlab.attacks.registry import register_attack
-from robustlab.attacks.validation import check_range
+from robustlab.attacks.validation import check_count, check_eps, check_range, check_steps
 
 APGDNorm = Literal["linf", "l2"]
 _Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"]
@@ -93,13 +93,13 @@ class APGD(Attack):
     name: ClassVar[str] = "apgd"
 
     def __post_init__(self) -> None:
-        check_range(self, "eps", self.eps, minimum=0.0)
-        check_range(self, "steps", self.steps, minimum=0)
-        check_range(self, "restarts", self.restarts, minimum=1)
-        check_range(self, "rho", self.rho, minimum=0.0, maximum=1.0)
         owner = type(self).__name__
         if self.norm not in ("linf", "l2"):
             raise ValueError(f"{owner}.norm must be 'linf' or 'l2', got {self.norm!r}")
+        check_eps(self, self.eps, self.norm)
+        check_steps(self, "steps", self.steps)
+        check_count(self, "restarts", self.restarts)
+        check_range(self, "rho", self.rho, minimum=0.0, maximum=1.0)
         if self.loss not in ("ce", "dlr"):
             raise ValueError(f"{owner}.loss must be 'ce' or 'dlr', got {self.loss!r}")
 
@@ -288,7 +288,7 @@ class APGDT(APGD):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_range(self, "target_classes", self.target_classes, minimum=1)
+        check_count(self, "target_classes", self.target_classes)
 
     def _perturb(
         self,

@@ -17,7 +17,7 @@ import torch
 from robustlab.attacks.apgd import APGD, APGDT, APGDNorm
 from robustlab.attacks.base import Attack, AttackContext, AttackOutcome
 from robustlab.attacks.registry import register_attack
-from robustlab.attacks.validation import check_range
+from robustlab.attacks.validation import check_count, check_eps
 
 Version = Literal["standard", "fast"]
 
@@ -91,14 +91,14 @@ class AutoAttack(Attack):
     untargeted_only: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        check_range(self, "eps", self.eps, minimum=0.0)
         if self.norm not in ("linf", "l2"):
             raise ValueError(f"AutoAttack.norm must be 'linf' or 'l2', got {self.norm!r}")
+        check_eps(self, self.eps, self.norm)
         if self.version not in VERSIONS:
             raise ValueError(f"AutoAttack.version must be one of {sorted(VERSIONS)}")
         # Resolved now, so records and labels show the real count.
         restarts = RESTARTS[self.version] if self.restarts is None else self.restarts
-        check_range(self, "restarts", restarts, minimum=1)
+        check_count(self, "restarts", restarts)
         object.__setattr__(self, "restarts", restarts)
         if isinstance(self.attacks, list):  # from a YAML config or the CLI
             object.__setattr__(self, "attacks", tuple(self.attacks))

@@ -14,7 +14,12 @@ the base class
   attack object runs inside adversarial training, with a training gradient pending),
 * seeds a private generator, so an attack is reproducible and does not disturb global RNGs,
 * clips the result into the threat model's ball and the [0, 1] box, whatever ``_perturb`` did,
-* refuses per-call options the attack does not declare (``traceable``, ``accepts_budgets``).
+* refuses per-call options the attack does not declare (``traceable``, ``accepts_budgets``),
+* refuses a radius larger than the input box (``check_budget``: ε above 1 for L∞, above √d
+  for L2, above d for L1, on d input values), which no constructor can know before the batch.
+
+Every constructor refuses a budget that cannot change the input (ε <= 0, fewer than one step):
+such an attack's "robust accuracy" would be the clean accuracy, reported as a finding.
 
 Per-call options travel on the ``AttackContext`` that ``_perturb`` receives, and extras come
 back in the outcome, so nothing is passed through global or context-local state.
@@ -23,8 +28,9 @@ back in the outcome, so nothing is passed through global or context-local state.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -32,6 +38,7 @@ import torch
 from torch import nn
 
 from robustlab.attacks.norms import get_norm
+from robustlab.attacks.validation import BudgetError, ball_diameter
 from robustlab.batching import chunked_forward
 from robustlab.modes import eval_mode
 from robustlab.precision import Precision, autocast
@@ -166,6 +173,7 @@ class Attack(ABC):
         if target is not None and self.untargeted_only:
             raise ValueError(f"{type(self).__name__} has no targeted variant")
         self._check_options(len(x), trace=trace, budgets=budgets)
+        self.check_budget(x.shape[1:], budgets)
         if budgets is not None:
             budgets = budgets.to(x.device, torch.float32)
         x = x.detach()
@@ -196,6 +204,25 @@ class Attack(ABC):
             raise ValueError(
                 f"budgets must hold {count} radii >= 0, got shape {tuple(budgets.shape)}"
             )
+
+    def check_budget(self, input_shape: Sequence[int], budgets: torch.Tensor | None = None) -> None:
+        """Refuse a radius (``eps``, or the largest of ``budgets``) beyond the diameter of the
+        [0, 1] box of inputs shaped ``input_shape`` (one example): it would constrain nothing.
+
+        ``run`` calls it on every batch; evaluations call it for every attack before the
+        first one runs, so a bad budget is refused before any work.
+        """
+        features = math.prod(int(size) for size in input_shape)
+        diameter = ball_diameter(self.threat, features)
+        if diameter is None:
+            return
+        owner = type(self).__name__
+        radii = {f"{owner}.eps": self.budget}
+        if budgets is not None and len(budgets):
+            radii[f"{owner}'s largest per-example budget"] = float(budgets.max())
+        for what, radius in radii.items():
+            if radius is not None and radius > diameter * (1 + 1e-6):
+                raise BudgetError(_too_large(what, radius, self.threat, diameter, features))
 
     @abstractmethod
     def _perturb(
@@ -266,6 +293,15 @@ def fooled(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -
     """Per-example success: misclassified (untargeted) or classified as the target."""
     predicted = logits.argmax(dim=1)
     return predicted != y if target is None else predicted == target
+
+
+def _too_large(what: str, value: float, norm: str, diameter: float, features: int) -> str:
+    bound = {"linf": "1", "l2": f"√{features} = {diameter:.4g}", "l1": f"{features}"}[norm]
+    return (
+        f"{what} = {value:g} is larger than any {norm} distance between two inputs of "
+        f"{features} values in [0, 1] (at most {bound}), so it constrains nothing: use a "
+        "smaller budget"
+    )
 
 
 def _check_batch(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> None:

@@ -21,7 +21,7 @@ from robustlab.attacks.losses import cw_margin
 from robustlab.attacks.minimal import MinimalPerturbation
 from robustlab.attacks.norms import per_example
 from robustlab.attacks.registry import register_attack
-from robustlab.attacks.validation import check_range
+from robustlab.attacks.validation import check_count, check_range, check_steps
 
 NO_SUCCESS_YET = 1e10
 """Upper end of the binary search before any c has succeeded (the paper's sentinel)."""
@@ -73,8 +73,8 @@ class CW(MinimalPerturbation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_range(self, "steps", self.steps, minimum=1)
-        check_range(self, "binary_search_steps", self.binary_search_steps, minimum=1)
+        check_steps(self, "steps", self.steps)
+        check_steps(self, "binary_search_steps", self.binary_search_steps)
         check_range(self, "initial_const", self.initial_const, minimum=0.0, inclusive=False)
         check_range(self, "confidence", self.confidence, minimum=0.0)
         check_range(self, "lr", self.lr, minimum=0.0, inclusive=False)
@@ -236,9 +236,9 @@ class CWL0(Attack):
     THREAT: ClassVar[str] = "l0"
 
     def __post_init__(self) -> None:
-        check_range(self, "max_pixels", self.max_pixels, minimum=0)
-        check_range(self, "steps", self.steps, minimum=1)
-        check_range(self, "binary_search_steps", self.binary_search_steps, minimum=1)
+        check_count(self, "max_pixels", self.max_pixels)
+        check_steps(self, "steps", self.steps)
+        check_steps(self, "binary_search_steps", self.binary_search_steps)
         check_range(self, "initial_const", self.initial_const, minimum=0.0, inclusive=False)
         check_range(self, "confidence", self.confidence, minimum=0.0)
         check_range(self, "lr", self.lr, minimum=0.0, inclusive=False)

@@ -17,7 +17,7 @@ from robustlab.attacks.base import AttackContext, fooled
 from robustlab.attacks.minimal import MinimalPerturbation
 from robustlab.attacks.norms import TINY, per_example
 from robustlab.attacks.registry import register_attack
-from robustlab.attacks.validation import check_range
+from robustlab.attacks.validation import check_count, check_range, check_steps
 
 STEP_MARGIN = 1e-4
 """Added to each step's distance (as in the authors' code) so a step crosses the boundary."""
@@ -50,9 +50,9 @@ class DeepFool(MinimalPerturbation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_range(self, "steps", self.steps, minimum=0)
+        check_steps(self, "steps", self.steps)
         check_range(self, "overshoot", self.overshoot, minimum=0.0)
-        check_range(self, "candidates", self.candidates, minimum=2)
+        check_count(self, "candidates", self.candidates, minimum=2)
 
     def _perturb(
         self,

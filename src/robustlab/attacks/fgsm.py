@@ -16,7 +16,7 @@ from robustlab.attacks.base import Attack, AttackContext
 from robustlab.attacks.losses import LOSSES
 from robustlab.attacks.norms import get_norm
 from robustlab.attacks.registry import register_attack
-from robustlab.attacks.validation import check_range
+from robustlab.attacks.validation import check_eps
 
 
 @register_attack
@@ -35,8 +35,8 @@ class FGSM(Attack):
     name: ClassVar[str] = "fgsm"
 
     def __post_init__(self) -> None:
-        check_range(self, "eps", self.eps, minimum=0.0)
         get_norm(self.norm)
+        check_eps(self, self.eps, self.norm)
         LOSSES.get(self.loss)
 
     @property

@@ -23,7 +23,7 @@ from robustlab.attacks.base import Attack, AttackContext, AttackOutcome, fooled
 from robustlab.attacks.losses import LOSSES
 from robustlab.attacks.norms import get_norm, per_example
 from robustlab.attacks.registry import register_attack
-from robustlab.attacks.validation import check_range
+from robustlab.attacks.validation import check_count, check_eps, check_range, check_steps
 
 LossName = Literal["ce", "cw", "dlr"]
 NormName = Literal["linf", "l2", "l1"]
@@ -59,12 +59,12 @@ class PGD(Attack):
     accepts_budgets: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        check_range(self, "eps", self.eps, minimum=0.0)
+        get_norm(self.norm)
+        check_eps(self, self.eps, self.norm)
         if self.alpha is not None:
             check_range(self, "alpha", self.alpha, minimum=0.0, inclusive=False)
-        check_range(self, "steps", self.steps, minimum=0)
-        check_range(self, "restarts", self.restarts, minimum=1)
-        get_norm(self.norm)
+        check_steps(self, "steps", self.steps)
+        check_count(self, "restarts", self.restarts)
         LOSSES.get(self.loss)
 
     @property

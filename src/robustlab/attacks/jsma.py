@@ -12,6 +12,7 @@ features, because one feature rarely meets both conditions at once (Section III.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -19,10 +20,12 @@ import torch
 
 from robustlab.attacks.base import Attack, AttackContext
 from robustlab.attacks.registry import register_attack
-from robustlab.attacks.validation import check_range
+from robustlab.attacks.validation import BudgetError, check_count, check_range
 
 CANDIDATES = 64
 """Features scored exhaustively first, to find a pair that prunes the rest of the search."""
+PAIR = 2
+"""Features move two at a time: a budget below a pair changes nothing."""
 
 
 @register_attack
@@ -71,17 +74,24 @@ class JSMA(Attack):
         check_range(self, "theta", self.theta, minimum=-1.0, maximum=1.0)
         if self.theta == 0:
             raise ValueError(f"{type(self).__name__}.theta must be non-zero, got 0")
-        check_range(self, "gamma", self.gamma, minimum=0.0, maximum=1.0)
+        check_range(self, "gamma", self.gamma, minimum=0.0, maximum=1.0, inclusive=False)
         if self.max_pixels is not None:
-            if not isinstance(self.max_pixels, int) or isinstance(self.max_pixels, bool):
-                raise ValueError(
-                    f"{type(self).__name__}.max_pixels must be an integer, got {self.max_pixels!r}"
-                )
-            check_range(self, "max_pixels", self.max_pixels, minimum=0)
+            check_count(self, "max_pixels", self.max_pixels, minimum=PAIR)
         if self.saliency not in ("probabilities", "logits"):
             raise ValueError(
                 f"{type(self).__name__}.saliency must be 'probabilities' or 'logits', got "
                 f"{self.saliency!r}"
+            )
+
+    def check_budget(self, input_shape: Sequence[int], budgets: torch.Tensor | None = None) -> None:
+        """Refuse a budget too small for one pair of features, which would change nothing."""
+        super().check_budget(input_shape, budgets)
+        features = math.prod(int(size) for size in input_shape)
+        if self.feature_budget(features) < PAIR:
+            raise BudgetError(
+                f"{type(self).__name__}.gamma = {self.gamma:g} allows "
+                f"{self.feature_budget(features)} of {features} features, but JSMA changes them "
+                f"in pairs: raise gamma to at least {PAIR / features:.3g} or set max_pixels"
             )
 
     def feature_budget(self, features: int) -> int:

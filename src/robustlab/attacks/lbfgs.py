@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from robustlab.attacks.base import AttackContext, fooled
 from robustlab.attacks.minimal import MinimalPerturbation, l2_distance
 from robustlab.attacks.registry import register_attack
-from robustlab.attacks.validation import check_range
+from robustlab.attacks.validation import check_count, check_range, check_steps
 
 
 @register_attack
@@ -53,10 +53,10 @@ class LBFGS(MinimalPerturbation):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_range(self, "steps", self.steps, minimum=1)
-        check_range(self, "binary_search_steps", self.binary_search_steps, minimum=1)
+        check_steps(self, "steps", self.steps)
+        check_steps(self, "binary_search_steps", self.binary_search_steps)
         check_range(self, "initial_const", self.initial_const, minimum=0.0, inclusive=False)
-        check_range(self, "history", self.history, minimum=1)
+        check_count(self, "history", self.history)
 
     def _perturb(
         self,

@@ -11,7 +11,7 @@ import torch
 
 from robustlab.attacks.base import Attack
 from robustlab.attacks.norms import get_norm, per_example
-from robustlab.attacks.validation import check_range
+from robustlab.attacks.validation import check_eps
 
 
 def l2_distance(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -34,7 +34,7 @@ class MinimalPerturbation(Attack):
 
     def __post_init__(self) -> None:
         if self.eps is not None:
-            check_range(self, "eps", self.eps, minimum=0.0)
+            check_eps(self, self.eps, self.THREAT)
 
     @property
     def threat(self) -> str:

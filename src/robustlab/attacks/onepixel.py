@@ -16,7 +16,7 @@ import torch
 
 from robustlab.attacks.base import Attack, AttackContext, fooled
 from robustlab.attacks.registry import register_attack
-from robustlab.attacks.validation import check_range
+from robustlab.attacks.validation import check_count, check_range, check_steps
 
 ROW, COL, VALUES = 0, 1, 2
 """Gene layout of one pixel: row, column, then one value per channel."""
@@ -55,13 +55,13 @@ class OnePixel(Attack):
     THREAT: ClassVar[str] = "l0"
 
     def __post_init__(self) -> None:
-        check_range(self, "pixels", self.pixels, minimum=1)
-        check_range(self, "population", self.population, minimum=4)
-        check_range(self, "iterations", self.iterations, minimum=0)
+        check_count(self, "pixels", self.pixels)
+        check_count(self, "population", self.population, minimum=4)
+        check_steps(self, "iterations", self.iterations)
         check_range(self, "F", self.F, minimum=0.0)
         if self.crossover is not None:
             check_range(self, "crossover", self.crossover, minimum=0.0, maximum=1.0)
-        check_range(self, "max_batch", self.max_batch, minimum=1)
+        check_count(self, "max_batch", self.max_batch)
 
     def _perturb(
         self,

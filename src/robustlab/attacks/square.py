@@ -18,7 +18,7 @@ import torch
 from robustlab.attacks.base import Attack, AttackContext, AttackOutcome
 from robustlab.attacks.losses import AttackLoss, cross_entropy, cw_margin
 from robustlab.attacks.registry import register_attack
-from robustlab.attacks.validation import check_range
+from robustlab.attacks.validation import check_count, check_eps, check_range
 from robustlab.batching import forward_only_view
 
 SquareNorm = Literal["linf", "l2"]
@@ -87,12 +87,12 @@ class Square(Attack):
     name: ClassVar[str] = "square"
 
     def __post_init__(self) -> None:
-        check_range(self, "eps", self.eps, minimum=0.0)
-        check_range(self, "queries", self.queries, minimum=1)
-        check_range(self, "p_init", self.p_init, minimum=0.0, maximum=1.0, inclusive=False)
-        check_range(self, "restarts", self.restarts, minimum=1)
         if self.norm not in ("linf", "l2"):
             raise ValueError(f"Square.norm must be 'linf' or 'l2', got {self.norm!r}")
+        check_eps(self, self.eps, self.norm)
+        check_count(self, "queries", self.queries)
+        check_range(self, "p_init", self.p_init, minimum=0.0, maximum=1.0, inclusive=False)
+        check_count(self, "restarts", self.restarts)
         if self.loss not in SQUARE_LOSSES:
             raise ValueError(f"Square.loss must be 'margin' or 'ce', got {self.loss!r}")
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from robustlab.attacks.base import Attack, AttackContext
 from robustlab.attacks.registry import ATTACKS, attack_parameters, build_attack, register_attack
-from robustlab.attacks.validation import check_range
+from robustlab.attacks.validation import check_count, check_eps, check_range, check_steps
 from robustlab.errors import RobustlabError
 from robustlab.models import MODELS, build_model, model_options
 
@@ -98,15 +98,15 @@ class SubstituteTransfer(Attack):
     untargeted_only: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        check_range(self, "eps", self.eps, minimum=0.0)
-        check_range(self, "steps", self.steps, minimum=0)
+        check_eps(self, self.eps, self._inner_norm())
+        check_steps(self, "steps", self.steps)
         check_range(self, "substitute_depth", self.substitute_depth, minimum=1)
         check_range(self, "substitute_width", self.substitute_width, minimum=0.0, inclusive=False)
         if self.seed_examples is not None:
-            check_range(self, "seed_examples", self.seed_examples, minimum=1)
-        check_range(self, "rounds", self.rounds, minimum=0)
-        check_range(self, "epochs", self.epochs, minimum=1)
-        check_range(self, "batch_size", self.batch_size, minimum=1)
+            check_count(self, "seed_examples", self.seed_examples)
+        check_count(self, "rounds", self.rounds, minimum=0)
+        check_count(self, "epochs", self.epochs)
+        check_count(self, "batch_size", self.batch_size)
         check_range(self, "learning_rate", self.learning_rate, minimum=0.0, inclusive=False)
         check_range(self, "augment_step", self.augment_step, minimum=0.0)
         if self.flip_every is not None:
@@ -126,6 +126,14 @@ class SubstituteTransfer(Attack):
     @property
     def threat(self) -> str:
         return self.inner_attack().threat
+
+    def _inner_norm(self) -> str:
+        """The norm of the inner attack, which is built with its default norm (only ``eps``
+        and ``steps`` are passed on), so ``eps`` can be judged before it is built."""
+        if self.attack not in ATTACKS:
+            raise ValueError(f"{type(self).__name__}.attack: unknown attack {self.attack!r}")
+        default = attack_parameters(self.attack).get("norm", ATTACKS.get(self.attack).THREAT)
+        return str(default)
 
     def inner_attack(self, seed: int | None = None) -> Attack:
         """The white-box attack run on the substitute."""

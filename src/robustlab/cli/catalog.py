@@ -54,18 +54,26 @@ def data_verify(
     names: list[str] = typer.Argument(None, help="datasets to verify (default: all present)"),
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
 ) -> None:
-    """Check every file's checksum; exit 1 if any present file is corrupt or missing."""
-    if not names:
-        names = [s.name for s in datasets.dataset_status(data_root) if s.present and s.needs_files]
-    rows = []
-    bad = 0
-    for name in names:
-        for check in datasets.verify_dataset(name, data_root):
-            bad += check.status != "ok"
-            rows.append([name, str(check.path), check.status, check.detail])
-    print_table("checksums", ["dataset", "file", "status", "detail"], rows)
-    if bad:
-        errors.print(f"{bad} file(s) failed verification")
+    """Check every file's checksum; exit 1 if a dataset asked for or found is incomplete or
+    corrupt, if a dataset asked for is absent, or if there is no data root to verify."""
+    report = datasets.verify_datasets(names or None, data_root)
+    print_table(
+        f"datasets (data root {report.root})",
+        ["dataset", "state", "detail"],
+        [[v.name, v.state, v.summary()] for v in report.datasets],
+    )
+    rows = [
+        [verdict.name, str(check.path), check.status, check.detail]
+        for verdict in report.datasets
+        if verdict.state not in ("absent", "built in")
+        for check in verdict.checks
+    ]
+    if rows:
+        print_table("checksums", ["dataset", "file", "status", "detail"], rows)
+    problems = report.problems()
+    for problem in problems:
+        errors.print(f"error: {problem}", markup=False)
+    if problems:
         raise typer.Exit(1)
 
 

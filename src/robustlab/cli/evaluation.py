@@ -14,7 +14,7 @@ from robustlab.cli.console import console, print_table
 from robustlab.device import resolve_device
 from robustlab.errors import ConfigError
 from robustlab.evaluate import RobustnessReport, evaluate_accuracy
-from robustlab.evaluate.on_run import attack_run
+from robustlab.evaluate.on_run import attack_run, require_positive
 from robustlab.store.loading import load_trained_model
 from robustlab.store.runs import RunDirectory
 
@@ -41,8 +41,13 @@ def calibrate(
 
     if not 0 < target < 1:
         raise ConfigError(f"--target must be in (0, 1), got {target}")
+    if not 0 < high <= 1:
+        raise ConfigError(f"--high (largest L∞ ε searched) must be in (0, 1], got {high}")
+    require_positive("--n", n, "test images to calibrate on")
+    require_positive("--iterations", iterations, "bisection steps")
     if refine not in ("target", "all"):
         raise ConfigError(f"--refine must be 'target' or 'all', got {refine!r}")
+    attack = PGD(eps=1.0, steps=steps, early_stop=True, precision=precision)  # type: ignore[arg-type]
     chosen = resolve_device(device)
     trained = [load_trained_model(RunDirectory(path), chosen, phase=phase) for path in run_dirs]
     names = {t.info.name for t in trained}
@@ -50,7 +55,6 @@ def calibrate(
         raise ConfigError(f"the runs use different datasets ({', '.join(sorted(names))})")
     root = data_root or trained[0].config.data.root
     test = datasets.load_split(trained[0].info.name, "test", root)
-    attack = PGD(eps=1.0, steps=steps, early_stop=True, precision=precision)  # type: ignore[arg-type]
     result = calibrate_models(
         [t.model for t in trained],
         test.images[:n].to(chosen),
@@ -90,6 +94,13 @@ def evaluate(
     n: int = typer.Option(1000, "--n", help="first N test images for --attack"),
 ) -> None:
     """Clean accuracy of a trained run on its test split; robust accuracy with --attack."""
+    require_positive("--batch-size", batch_size, "evaluation batch size")
+    if attack_names:
+        require_positive("--n", n, "test images to attack")
+    elif eps is not None:
+        raise ConfigError("--eps is the budget of --attack: name an attack, e.g. --attack pgd")
+    budget = {} if eps is None else {"eps": eps}
+    chosen = [build_attack(name, **budget) for name in attack_names]  # refused before any work
     run_directory = RunDirectory(run_dir)
     trained = load_trained_model(run_directory, resolve_device(device))
     data_config = trained.config.data.model_copy(
@@ -112,9 +123,7 @@ def evaluate(
             ]
         ],
     )
-    if attack_names:
-        budget = {} if eps is None else {"eps": eps}
-        chosen = [build_attack(name, **budget) for name in attack_names]
+    if chosen:
         outcome = attack_run(
             run_directory,
             chosen,
@@ -148,6 +157,8 @@ def attack(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
     """Attack a trained run on its test split; print a table and save results JSON."""
+    require_positive("--n", n, "test images to attack")
+    require_positive("--batch-size", batch_size, "images per attack batch")
     given = {
         "eps": eps,
         "steps": steps,

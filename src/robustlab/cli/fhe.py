@@ -2,23 +2,26 @@
 Table 3.1, and serve it over HTTP or query such a server.
 
 Mounted in ``robustlab.cli`` as ``robustlab fhe``, whose ``main`` turns robustlab errors into
-one-line messages.
+one-line messages. A missing ``fhe`` extra is reported here, before any work, with the hint
+printed as text: as rich markup, ``pip install 'robustlab[fhe]'`` would lose its ``[fhe]``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import numpy as np
 import torch
 import typer
+from rich.markup import escape
 
 from robustlab.cli.console import console, errors, print_table
-from robustlab.crypto.artifact import compile_artifact, read_manifest
-from robustlab.crypto.backend import ROUNDINGS, CompileOptions, Rounding
+from robustlab.crypto.artifact import artifact_digest, compile_artifact, read_manifest
+from robustlab.crypto.backend import ROUNDINGS, CompileOptions, Rounding, require_concrete
+from robustlab.crypto.errors import MissingBackendError
 from robustlab.crypto.measure import (
     encrypted_run,
     float_accuracy,
@@ -43,12 +46,22 @@ fhe_app = typer.Typer(
 DATA_ROOT_HELP = "data root (default: the run's, else $ROBUSTLAB_DATA, else ~/.cache/robustlab)"
 
 
-def _ms(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
     return f"{seconds * 1000:.3f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def _mib(size: int) -> str:
+def format_mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
+
+
+def require_extra(*checks: Callable[[], object]) -> None:
+    """Stop before any work when the fhe extra is missing, printing its install hint as text."""
+    try:
+        for check in checks:
+            check()
+    except MissingBackendError as error:
+        errors.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @fhe_app.command("compile")
@@ -87,6 +100,7 @@ def compile_command(
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
 ) -> None:
     """Quantise a trained model into an integer network and compile it for TFHE."""
+    require_extra(require_concrete)
     from robustlab.crypto.qat import FinetuneConfig, finetune
 
     options = CompileOptions(rounding=_rounding(rounding))
@@ -165,7 +179,7 @@ def compile_command(
                 f"{accuracy['test_images_out_of_range']}/{len(test)}",
                 summary["lookups_per_image"],
                 stats["programmable_bootstraps"],
-                _mib(stats["bootstrap_key_bytes"] + stats["keyswitch_key_bytes"]),
+                format_mib(stats["bootstrap_key_bytes"] + stats["keyswitch_key_bytes"]),
                 f"{compile_s:.1f}s",
             ]
         ],
@@ -177,6 +191,10 @@ def compile_command(
             f"(same class as the plain network on {simulated['same_class']:.2%}, same logits "
             f"on {simulated['identical']:.2%})"
         )
+    console.print(
+        f"artifact digest {artifact_digest(directory)} (sha256 of its manifest, which records "
+        "every file's; pin it with `fhe serve --artifact-digest`)"
+    )
 
 
 def _ranges(value: str) -> Literal["calibrated", "worst-case"]:
@@ -193,7 +211,7 @@ def _rounding(value: str) -> Rounding:
     return value
 
 
-def _test_images(
+def first_test_images(
     manifest: dict[str, Any], count: int, data_root: Path | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if count < 1:
@@ -213,8 +231,9 @@ def run_command(
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
 ) -> None:
     """Encrypt, evaluate and decrypt test images; check them against the plain network."""
+    require_extra(require_concrete)
     manifest = read_manifest(artifact)
-    images, labels = _test_images(manifest, n, data_root)
+    images, labels = first_test_images(manifest, n, data_root)
     result = encrypted_run(artifact, images, labels, seed=seed)
     atomic_write_json(artifact / "run.json", {**result.as_dict(), "provenance": provenance()})
     print_table(
@@ -238,17 +257,17 @@ def run_command(
                 f"{result.agreement:.2%}",
                 f"{result.argmax_agreement:.2%}",
                 str(len(result.out_of_range)),
-                _ms(result.keygen_s),
-                _ms(result.encrypt_s),
-                _ms(result.first_run_s),
-                _ms(result.run_s),
-                _ms(result.decrypt_s),
+                format_seconds(result.keygen_s),
+                format_seconds(result.encrypt_s),
+                format_seconds(result.first_run_s),
+                format_seconds(result.run_s),
+                format_seconds(result.decrypt_s),
             ]
         ],
     )
     console.print(
-        f"evaluation keys {_mib(result.evaluation_key_bytes)}, encrypted image "
-        f"{_mib(result.input_bytes)}, encrypted logits {_mib(result.output_bytes)}"
+        f"evaluation keys {format_mib(result.evaluation_key_bytes)}, encrypted image "
+        f"{format_mib(result.input_bytes)}, encrypted logits {format_mib(result.output_bytes)}"
     )
     if result.out_of_range:
         console.print(
@@ -274,6 +293,7 @@ def table_command(
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
 ) -> None:
     """Table 3.1 re-measured here: plain float, plain integer and encrypted, per image."""
+    require_extra(require_concrete)
     manifest = read_manifest(artifact)
     dataset = str(manifest.get("dataset"))
     test = load_split(dataset, "test", data_root)
@@ -318,14 +338,19 @@ def table_command(
         f"Table 3.1 re-measured ({dataset}, {manifest['summary']['lookups_per_image']} lookups)",
         ["system", "accuracy", "images", "time per image"],
         [
-            [r["system"], f"{r['accuracy']:.2%}", r["images"], _ms(r["seconds_per_image"])]
+            [
+                r["system"],
+                f"{r['accuracy']:.2%}",
+                r["images"],
+                format_seconds(r["seconds_per_image"]),
+            ]
             for r in rows
         ],
     )
     console.print(
         f"thesis: 0.1 ms in the clear, 300 s encrypted; keygen {result.keygen_s:.1f}s, "
         f"first encrypted run {result.first_run_s:.2f}s (warm-up, not in the average), "
-        f"evaluation keys {_mib(result.evaluation_key_bytes)}, {result.rounding} rounding, "
+        f"evaluation keys {format_mib(result.evaluation_key_bytes)}, {result.rounding} rounding, "
         f"bit-identical {result.agreement:.0%}, same class {result.argmax_agreement:.0%}"
     )
     simulated = manifest.get("accuracy", {}).get("simulated")
@@ -334,61 +359,3 @@ def table_command(
             f"whole test set through the approximate circuit, simulated: "
             f"{simulated['accuracy']:.2%}"
         )
-
-
-@fhe_app.command("serve")
-def serve_command(
-    artifact: Path = typer.Argument(..., help="an artifact written by `robustlab fhe compile`"),
-    host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    port: int = typer.Option(8000, help="port to listen on"),
-    max_clients: int = typer.Option(8, help="evaluation-key sets kept (oldest dropped)"),
-) -> None:
-    """Serve the compiled circuit over HTTP; clients upload evaluation keys, then images."""
-    from robustlab.crypto.protocol import FheServer
-    from robustlab.crypto.service import serve
-
-    server = FheServer(artifact, max_clients=max_clients)
-    console.print(f"serving circuit {server.circuit[:12]} on http://{host}:{port}")
-    serve(server, host, port)
-
-
-@fhe_app.command("query")
-def query_command(
-    url: str = typer.Argument("http://127.0.0.1:8000", help="the service's base URL"),
-    n: int = typer.Option(5, "--n", help="first N test images to classify"),
-    dataset: Optional[str] = typer.Option(None, help="dataset of the images (default: server's)"),
-    data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
-) -> None:
-    """Generate keys, upload the evaluation keys once, classify encrypted test images."""
-    from robustlab.crypto.protocol import FheClient
-    from robustlab.crypto.remote import RemoteService
-
-    service = RemoteService(url)
-    try:
-        bundle = service.bundle()
-        name = dataset or str(bundle.manifest.get("dataset") or "")
-        images, labels = _test_images({"dataset": name}, n, data_root)
-        client = FheClient(bundle)
-        started = time.perf_counter()
-        client.keygen()
-        keygen_s = time.perf_counter() - started
-        started = time.perf_counter()
-        client_id = service.upload_keys(client.evaluation_keys())
-        upload_s = time.perf_counter() - started
-        rows = []
-        correct = 0
-        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
-            started = time.perf_counter()
-            logits = client.decrypt(service.classify(client_id, client.encrypt(image.numpy())))
-            seconds = time.perf_counter() - started
-            predicted = int(np.argmax(logits))
-            correct += predicted == int(label)
-            rows.append([index, int(label), predicted, _ms(seconds)])
-    finally:
-        service.close()
-    print_table(
-        f"{url}: {correct}/{len(rows)} correct "
-        f"(keygen {keygen_s:.1f}s, key upload {upload_s:.1f}s)",
-        ["image", "label", "predicted", "round trip"],
-        rows,
-    )

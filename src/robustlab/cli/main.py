@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from rich.markup import escape
+
 from robustlab.cli.common import app
 from robustlab.cli.console import errors
 from robustlab.errors import RobustlabError
@@ -20,6 +22,7 @@ from robustlab.cli import training  # noqa: F401
 from robustlab.cli import experiments  # noqa: F401
 from robustlab.cli import evaluation  # noqa: F401
 from robustlab.cli import catalog  # noqa: F401
+from robustlab.cli import fhe_service  # noqa: F401  (after cli.fhe, which common mounts)
 
 # isort: on
 
@@ -31,7 +34,7 @@ def main() -> None:
     try:
         app()
     except RobustlabError as error:
-        errors.print(f"[bold red]error:[/] {error}", markup=True)
+        errors.print(f"[bold red]error:[/] {escape(str(error))}", markup=True)
         sys.exit(2)
     except KeyboardInterrupt:
         errors.print("interrupted; rerun with --resume to continue from the last checkpoint")

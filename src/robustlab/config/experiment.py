@@ -24,6 +24,7 @@ from robustlab.config.trial import (
     ModelConfig,
     PhaseConfig,
     TrialConfig,
+    check_phase_names,
 )
 
 RETIRED = {
@@ -118,6 +119,12 @@ class ExperimentConfig(StrictModel):
                 if key in data:
                     raise ValueError(f"{key}: {advice}")
         return data
+
+    @field_validator("phases")
+    @classmethod
+    def _unique_phase_names(cls, phases: list[PhaseConfig]) -> list[PhaseConfig]:
+        check_phase_names(phases)  # here, so the error names the experiment's own field
+        return phases
 
     @field_validator("seeds")
     @classmethod

@@ -6,7 +6,7 @@ Every adversarial objective takes the experiment's threat (``with_threat``) wher
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, model_validator
 from typing_extensions import Self
@@ -77,10 +77,28 @@ class AdversarialObjectiveConfig(StrictModel):
 
 class _OwnBudgetObjective(StrictModel):
     """An objective whose ε is a field of its own (its attack is built from it): it takes the
-    threat's ε and norm where it states none."""
+    threat's ε and norm where it states none.
+
+    Its ε and step are judged here, by the rule every attack uses, so an error names this
+    objective's own field rather than the PGD it is built into.
+    """
+
+    STEP_FIELD: ClassVar[str]
 
     @model_validator(mode="after")
-    def _attack_builds(self) -> Self:
+    def _budget_means_something(self) -> Self:
+        from robustlab.attacks.validation import eps_problem  # attacks import no config
+
+        kind = getattr(self, "type")  # noqa: B009 (a field of every subclass)
+        problem = eps_problem(getattr(self, "eps"), getattr(self, "norm"))  # noqa: B009
+        if problem is not None:
+            raise ValueError(f"{kind} objective: eps {problem}")
+        step = getattr(self, self.STEP_FIELD)
+        if step is not None and step <= 0:
+            raise ValueError(
+                f"{kind} objective: {self.STEP_FIELD} must be > 0, got {step!r} (null: the "
+                "default step)"
+            )
         self.attack  # noqa: B018 (AttackConfig validates by building)
         return self
 
@@ -104,6 +122,7 @@ class FGSMRSObjectiveConfig(_OwnBudgetObjective):
     """
 
     type: Literal["fgsm_rs"] = "fgsm_rs"
+    STEP_FIELD: ClassVar[str] = "alpha"
     eps: Budget = 0.3
     alpha: Budget | None = None
     norm: Literal["linf", "l2"] = "linf"
@@ -126,6 +145,7 @@ class FreeObjectiveConfig(_OwnBudgetObjective):
     """
 
     type: Literal["free"] = "free"
+    STEP_FIELD: ClassVar[str] = "step"
     eps: Budget = 0.3
     step: Budget | None = None
     replays: Annotated[int, Field(ge=1, le=64)] = 4

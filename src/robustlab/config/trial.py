@@ -176,10 +176,7 @@ class TrialConfig(StrictModel):
     @field_validator("phases")
     @classmethod
     def _unique_phase_names(cls, phases: list[PhaseConfig]) -> list[PhaseConfig]:
-        names = [phase.name for phase in phases]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"phase names must be unique; repeated: {', '.join(duplicates)}")
+        check_phase_names(phases)
         flags = [phase.shared for phase in phases]
         if flags != sorted(flags, reverse=True):
             raise ValueError(
@@ -228,6 +225,26 @@ class TrialConfig(StrictModel):
                 "phases": [phase.with_threat(threat) for phase in self.phases],
                 "evaluation": self.evaluation.with_threat(threat),
             }
+        )
+
+
+def check_phase_names(phases: list[PhaseConfig]) -> None:
+    """Phases are addressed by name (their weights file, sweep paths, reports): one name, one
+    phase. Raises ValueError naming the repeating entries."""
+    first: dict[str, int] = {}
+    repeated: dict[str, None] = {}
+    where = []
+    for index, phase in enumerate(phases):
+        if phase.name in first:
+            repeated[phase.name] = None
+            where.append(
+                f"phases.{index}.name repeats {phase.name!r} of phases.{first[phase.name]}.name"
+            )
+        first.setdefault(phase.name, index)
+    if repeated:
+        raise ValueError(
+            f"phase names must be unique; repeated: {', '.join(repeated)} ({'; '.join(where)}); "
+            "give each phase its own name"
         )
 
 

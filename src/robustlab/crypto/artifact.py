@@ -7,12 +7,20 @@
 
 The circuit id is the checksum of the client specs, so keys and ciphertexts made from one
 artifact's specs are refused by a server holding another.
+
+``server.zip`` holds a shared library (and a jsonpickle configuration) that concrete loads and
+runs, so the manifest records the sha256 of every file at compile time (``files``), and
+``load_server`` checks a private copy against it before concrete opens anything. The
+manifest's own digest (``artifact_digest``, printed by ``fhe compile``) can be pinned with
+``fhe serve --artifact-digest``: without it, whoever can rewrite the files can rewrite the
+manifest too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +42,8 @@ from robustlab.crypto.rounding import IntArray
 from robustlab.io import atomic_write_bytes, atomic_write_json
 from robustlab.provenance import provenance
 
-FORMAT = "robustlab-fhe-artifact/1"
+FORMAT = "robustlab-fhe-artifact/2"
+"""/2: the manifest records each file's sha256 (``files``)."""
 CLIENT_FIELDS = (
     "format",
     "circuit",
@@ -66,6 +75,11 @@ class ArtifactPaths:
     @property
     def client(self) -> Path:
         return self.root / "client.json"
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files whose checksums the manifest records."""
+        return (self.server, self.client, self.network)
 
 
 def circuit_statistics(circuit: Any) -> dict[str, Any]:
@@ -124,6 +138,7 @@ def write_artifact(
         "concrete_python": str(getattr(fhe, "__version__", "unknown")),
         "provenance": provenance(),
         **(extra or {}),
+        "files": {path.name: checksum(path.read_bytes()) for path in paths.files},
     }
     atomic_write_json(paths.manifest, manifest)
     return manifest
@@ -158,10 +173,67 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
             f"{paths.manifest} has format {manifest.get('format')!r}, expected {FORMAT!r}; "
             "recompile it with this version of robustlab"
         )
-    for path in (paths.server, paths.client, paths.network):
+    for path in paths.files:
         if not path.is_file():
             raise ArtifactError(f"artifact {paths.root} is incomplete: {path.name} is missing")
     return manifest
+
+
+def artifact_digest(directory: str | Path) -> str:
+    """The sha256 of the manifest, which records every other file's: the artifact's id."""
+    return checksum(ArtifactPaths(Path(directory)).manifest.read_bytes())
+
+
+def read_verified(path: Path, manifest: dict[str, Any]) -> bytes:
+    """The bytes of artifact file ``path``, checked against the manifest's sha256 for it."""
+    files = manifest.get("files")
+    expected = files.get(path.name) if isinstance(files, dict) else None
+    if not isinstance(expected, str):
+        raise ArtifactError(
+            f"{path.parent / 'manifest.json'} records no checksum for {path.name}; recompile "
+            "the artifact with `robustlab fhe compile`"
+        )
+    data = path.read_bytes()
+    found = checksum(data)
+    if found != expected:
+        raise ArtifactError(
+            f"{path}: sha256 {found[:16]}… does not match the manifest's {expected[:16]}…: the "
+            "file was modified after compiling, or damaged; do not load it: recompile the artifact"
+        )
+    return data
+
+
+def verify_artifact(
+    directory: str | Path, manifest: dict[str, Any], expected_digest: str | None = None
+) -> None:
+    """Every file matches the manifest, and the manifest ``expected_digest`` when given."""
+    paths = ArtifactPaths(Path(directory))
+    if expected_digest is not None:
+        found = artifact_digest(directory)
+        if found != expected_digest.strip().lower():
+            raise ArtifactError(
+                f"{paths.manifest}: sha256 {found} is not the expected artifact digest "
+                f"{expected_digest}; the artifact is not the one compiled (or was changed)"
+            )
+    for path in paths.files:
+        read_verified(path, manifest)
+
+
+def load_server(directory: str | Path, manifest: dict[str, Any]) -> Any:
+    """concrete's compiled server, loaded from a private copy of ``server.zip`` checked
+    against the manifest: a file swapped after the check is never the one loaded."""
+    fhe = require_concrete()
+    paths = ArtifactPaths(Path(directory))
+    data = read_verified(paths.server, manifest)
+    private = Path(tempfile.mkdtemp(prefix="robustlab-server-"))  # 0700: ours alone
+    try:
+        copy = private / paths.server.name
+        copy.write_bytes(data)
+        return fhe.Server.load(copy)  # unpacks into a directory of its own
+    except Exception as error:
+        raise ArtifactError(f"{paths.server} cannot be loaded ({error}); recompile") from None
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def manifest_rounding(manifest: dict[str, Any]) -> Rounding:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from robustlab.crypto.errors import EnvelopeError, MismatchError
 
@@ -26,6 +26,8 @@ KIND_WORDS: dict[str, str] = {
     "output": "an encrypted output",
 }
 MAX_HEADER = 4096
+PREFIX = len(MAGIC) + 4
+"""Marker and header length: what comes before the JSON header."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,17 @@ class Envelope:
     key: str
     """Id of the key set (the evaluation keys' checksum); empty before keys exist."""
     payload: bytes
+
+
+@dataclass(frozen=True)
+class Header:
+    """The JSON header, its fields checked for type (not yet for meaning)."""
+
+    kind: str
+    circuit: str
+    key: str
+    size: int
+    sha256: str
 
 
 def checksum(data: bytes) -> str:
@@ -56,6 +69,77 @@ def seal(kind: Kind, circuit: str, key: str, payload: bytes) -> bytes:
     return MAGIC + len(header).to_bytes(4, "big") + header + payload
 
 
+def _damaged(source: str, why: str) -> EnvelopeError:
+    return EnvelopeError(
+        f"{source} has a damaged header ({why}); send bytes made by robustlab's FHE client"
+    )
+
+
+def header_length(prefix: bytes, total: int, source: str = "message") -> int:
+    """The header's length from the first ``PREFIX`` bytes of a message of ``total`` bytes."""
+    if total < PREFIX or len(prefix) < PREFIX or not prefix.startswith(MAGIC):
+        raise EnvelopeError(
+            f"{source} is not a robustlab FHE message (it does not start with the expected "
+            f"marker; got {total} bytes); send bytes made by robustlab's FHE client"
+        )
+    length = int.from_bytes(prefix[len(MAGIC) : PREFIX], "big")
+    if length > MAX_HEADER or PREFIX + length > total:
+        raise EnvelopeError(f"{source} is truncated or damaged: its header runs past its end")
+    return length
+
+
+def parse_header(raw: bytes, source: str = "message") -> Header:
+    """The header's fields, each of the type ``seal`` writes: anything else is damage.
+
+    A field of the wrong JSON type (a list for a kind, a string for a size) must be refused
+    here, or it surfaces later as a TypeError, which a server would answer with a 500.
+    """
+    try:
+        fields = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _damaged(source, "not JSON") from None
+    if not isinstance(fields, dict):
+        raise _damaged(source, f"a JSON object was expected, got {type(fields).__name__}")
+    for name in ("kind", "circuit", "key", "sha256"):
+        if not isinstance(fields.get(name), str):
+            raise _damaged(source, f"field {name!r} must be a string")
+    size = fields.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise _damaged(source, "field 'size' must be a non-negative integer")
+    return Header(fields["kind"], fields["circuit"], fields["key"], size, fields["sha256"])
+
+
+def check_identity(
+    header: Header, kind: Kind, circuit: str | None, key: str | None, source: str
+) -> None:
+    """Refuse a message of another kind, circuit or key set than the one expected here."""
+    if header.kind != kind:
+        raise MismatchError(
+            f"{source} holds {KIND_WORDS.get(header.kind, repr(header.kind[:40]))}, but "
+            f"{KIND_WORDS[kind]} was expected here"
+        )
+    if circuit is not None and header.circuit != circuit:
+        raise MismatchError(
+            f"{source} was made for circuit {header.circuit[:12]}, but this one is "
+            f"{circuit[:12]}: get the client specs of this artifact (or recompile) and "
+            "generate keys and ciphertexts for it"
+        )
+    if key is not None and header.key != key:
+        raise MismatchError(
+            f"{source} belongs to key set {header.key[:12]}, but key set {key[:12]} is in use: "
+            "encrypt, evaluate and decrypt with the keys of one client"
+        )
+
+
+def _check_payload(header: Header, payload: bytes, source: str) -> None:
+    if len(payload) != header.size:
+        raise EnvelopeError(
+            f"{source} is truncated: its payload has {len(payload)} of {header.size} bytes"
+        )
+    if checksum(payload) != header.sha256:
+        raise EnvelopeError(f"{source} is corrupted: its payload does not match its checksum")
+
+
 def open_envelope(
     data: bytes,
     *,
@@ -65,42 +149,34 @@ def open_envelope(
     source: str = "message",
 ) -> Envelope:
     """The checked contents of ``data``; ``circuit``/``key`` given: they must match too."""
-    prefix = len(MAGIC) + 4
-    if len(data) < prefix or not data.startswith(MAGIC):
+    length = header_length(data[:PREFIX], len(data), source)
+    header = parse_header(data[PREFIX : PREFIX + length], source)
+    payload = data[PREFIX + length :]
+    _check_payload(header, payload, source)
+    check_identity(header, kind, circuit, key, source)
+    return Envelope(kind, header.circuit, header.key, payload)
+
+
+def open_envelope_file(
+    file: BinaryIO,
+    size: int,
+    *,
+    kind: Kind,
+    circuit: str | None = None,
+    key: str | None = None,
+    source: str = "message",
+) -> Envelope:
+    """``open_envelope`` for a message of ``size`` bytes in ``file`` (an upload spooled to
+    disk): the payload is read once, never held twice."""
+    file.seek(0)
+    length = header_length(file.read(PREFIX), size, source)
+    header = parse_header(file.read(length), source)
+    if size - PREFIX - length != header.size:
         raise EnvelopeError(
-            f"{source} is not a robustlab FHE message (it does not start with the expected "
-            f"marker; got {len(data)} bytes); send bytes made by robustlab's FHE client"
+            f"{source} is truncated: its payload has {size - PREFIX - length} of "
+            f"{header.size} bytes"
         )
-    length = int.from_bytes(data[len(MAGIC) : prefix], "big")
-    if length > MAX_HEADER or prefix + length > len(data):
-        raise EnvelopeError(f"{source} is truncated or damaged: its header runs past its end")
-    try:
-        header = json.loads(data[prefix : prefix + length].decode("utf-8"))
-        found_kind, found_circuit, found_key = header["kind"], header["circuit"], header["key"]
-        size, digest = int(header["size"]), str(header["sha256"])
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise EnvelopeError(f"{source} has a damaged header") from None
-    payload = data[prefix + length :]
-    if len(payload) != size:
-        raise EnvelopeError(
-            f"{source} is truncated: its payload has {len(payload)} of {size} bytes"
-        )
-    if checksum(payload) != digest:
-        raise EnvelopeError(f"{source} is corrupted: its payload does not match its checksum")
-    if found_kind != kind:
-        raise MismatchError(
-            f"{source} holds {KIND_WORDS.get(found_kind, repr(found_kind))}, but "
-            f"{KIND_WORDS[kind]} was expected here"
-        )
-    if circuit is not None and found_circuit != circuit:
-        raise MismatchError(
-            f"{source} was made for circuit {found_circuit[:12]}, but this one is "
-            f"{circuit[:12]}: get the client specs of this artifact (or recompile) and "
-            "generate keys and ciphertexts for it"
-        )
-    if key is not None and found_key != key:
-        raise MismatchError(
-            f"{source} belongs to key set {found_key[:12]}, but key set {key[:12]} is in use: "
-            "encrypt, evaluate and decrypt with the keys of one client"
-        )
-    return Envelope(found_kind, found_circuit, found_key, payload)
+    payload = file.read(header.size)
+    _check_payload(header, payload, source)
+    check_identity(header, kind, circuit, key, source)
+    return Envelope(kind, header.circuit, header.key, payload)

@@ -1,8 +1,8 @@
 """Errors of the encrypted-inference path, each a ``RobustlabError`` with advice in its message.
 
 They tell apart what a person can fix: a missing optional dependency, an artifact that is not
-what it claims to be, keys or ciphertexts made for another circuit or another key, and bytes
-damaged in transit.
+what it claims to be, keys or ciphertexts made for another circuit or another key, bytes
+damaged in transit, a service that may not start or be used as asked, and a server that is full.
 """
 
 from __future__ import annotations
@@ -32,3 +32,21 @@ class EnvelopeError(CryptoError):
 
 class MismatchError(CryptoError):
     """A key or ciphertext belongs to another circuit or another key set."""
+
+
+class UnknownClientError(MismatchError):
+    """No evaluation keys are held for this client id (and this token): upload them first."""
+
+
+class AccessError(CryptoError):
+    """Tokens are missing, unreadable or weak, the service would be reachable by anyone, or a
+    request's token was refused."""
+
+
+class CapacityError(CryptoError):
+    """The server holds all the key sets it may; nothing of another client is evicted to make
+    room, so the caller retries later."""
+
+
+class QuotaError(CryptoError):
+    """One key set alone exceeds what a single token may hold: it can never fit."""

@@ -2,31 +2,41 @@
 computes on what it cannot read.
 
 ``FheClient`` makes keys from the circuit's client specs, encrypts quantised images and
-decrypts logits; it needs no weights. ``FheServer`` holds the compiled circuit and, per
-client, evaluation keys, which let it compute but not decrypt. Everything that crosses between
-them is enveloped bytes (``envelope.py``), so a mix-up of circuits or keys is an error, not
-garbage.
+decrypts logits; it needs no weights. ``FheServer`` holds the compiled circuit (loaded only
+after its checksums are verified) and, per client, evaluation keys, which let it compute but
+not decrypt; they are filed by owner (the uploading token) in a ``KeyStore`` whose quotas no
+client can use to evict another. Everything that crosses between them is enveloped bytes
+(``envelope.py``), so a mix-up of circuits or keys is an error, not garbage.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
 from robustlab.crypto.artifact import (
-    ArtifactPaths,
     client_manifest,
+    load_server,
     read_client_specs,
     read_manifest,
+    verify_artifact,
 )
+from robustlab.crypto.auth import ANONYMOUS
 from robustlab.crypto.backend import require_concrete
-from robustlab.crypto.envelope import checksum, open_envelope, seal
-from robustlab.crypto.errors import ArtifactError, CryptoError, EnvelopeError, MismatchError
+from robustlab.crypto.envelope import Envelope, checksum, open_envelope, open_envelope_file, seal
+from robustlab.crypto.errors import (
+    CryptoError,
+    EnvelopeError,
+    MismatchError,
+    UnknownClientError,
+)
+from robustlab.crypto.keystore import KeyStore
+from robustlab.crypto.limits import Quotas
 from robustlab.crypto.rounding import IntArray
 from robustlab.io import atomic_write_bytes
 
@@ -127,23 +137,36 @@ class FheClient:
 
 
 class FheServer:
-    """Evaluates encrypted inputs with per-client evaluation keys; never sees a secret key."""
+    """Evaluates encrypted inputs with per-client evaluation keys; never sees a secret key.
 
-    def __init__(self, directory: str | Path, max_clients: int = 8) -> None:
+    ``owner`` names who uploaded a key set (the service's token name); the library's own
+    callers leave it at ``ANONYMOUS``. A client id is only found with the owner that uploaded it.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        max_clients: int | None = None,
+        quotas: Quotas | None = None,
+        expected_digest: str | None = None,
+    ) -> None:
         fhe = require_concrete()
         self.fhe = fhe
         self.manifest = read_manifest(directory)
+        verify_artifact(directory, self.manifest, expected_digest)
         self.bundle = ClientBundle(
             read_client_specs(directory, self.manifest), client_manifest(self.manifest)
         )
-        try:
-            self._server = fhe.Server.load(ArtifactPaths(Path(directory)).server)
-        except Exception as error:
-            raise ArtifactError(
-                f"{directory}: server.zip cannot be loaded ({error}); recompile"
-            ) from None
-        self.max_clients = max_clients
-        self._keys: dict[str, Any] = {}
+        self._server = load_server(directory, self.manifest)
+        quotas = quotas or Quotas()
+        if max_clients is not None:
+            quotas = replace(quotas, max_clients=max_clients)
+        self.keys = KeyStore(quotas)
+        statistics = self.manifest.get("statistics", {})
+        # A key set's size once expanded (seeded keys grow on the server): what quotas count.
+        self.key_set_bytes = int(statistics.get("bootstrap_key_bytes", 0)) + int(
+            statistics.get("keyswitch_key_bytes", 0)
+        )
         self._lock = threading.Lock()
 
     @property
@@ -151,35 +174,46 @@ class FheServer:
         return self.bundle.circuit
 
     @property
-    def clients(self) -> list[str]:
-        return list(self._keys)
+    def max_clients(self) -> int:
+        return self.keys.quotas.max_clients
 
-    def register(self, message: bytes) -> str:
+    @property
+    def clients(self) -> list[str]:
+        return self.keys.clients()
+
+    def register(self, message: bytes, owner: str = ANONYMOUS) -> str:
         """Store a client's evaluation keys; returns its id (the keys' checksum)."""
         envelope = open_envelope(
             message, kind="evaluation-keys", circuit=self.circuit, source="evaluation keys"
         )
+        return self._register(envelope, owner)
+
+    def register_file(self, file: BinaryIO, size: int, owner: str = ANONYMOUS) -> str:
+        """``register`` for an upload spooled to ``file``: its payload is read once."""
+        envelope = open_envelope_file(
+            file, size, kind="evaluation-keys", circuit=self.circuit, source="evaluation keys"
+        )
+        return self._register(envelope, owner)
+
+    def _register(self, envelope: Envelope, owner: str) -> str:
         if checksum(envelope.payload) != envelope.key:
             raise MismatchError("the evaluation keys do not match the key id they carry")
         try:
             keys = self.fhe.EvaluationKeys.deserialize(envelope.payload)
         except Exception as error:
             raise EnvelopeError(f"the evaluation keys are malformed ({error})") from None
-        with self._lock:
-            if envelope.key not in self._keys and len(self._keys) >= self.max_clients:
-                oldest = next(iter(self._keys))
-                del self._keys[oldest]  # the oldest client uploads again if it comes back
-            self._keys[envelope.key] = keys
+        charge = max(self.key_set_bytes, len(envelope.payload))
+        self.keys.add(owner, envelope.key, keys, charge)  # evicts only this owner's own
         return envelope.key
 
-    def has_client(self, client: str) -> bool:
-        return client in self._keys
+    def has_client(self, client: str, owner: str = ANONYMOUS) -> bool:
+        return self.keys.has(owner, client)
 
-    def evaluate(self, client: str, message: bytes) -> bytes:
+    def evaluate(self, client: str, message: bytes, owner: str = ANONYMOUS) -> bytes:
         """The encrypted logits of one encrypted image from ``client``."""
-        keys = self._keys.get(client)
+        keys = self.keys.get(owner, client)
         if keys is None:
-            raise MismatchError(
+            raise UnknownClientError(
                 f"unknown client {client[:12]}: upload evaluation keys first (POST /keys)"
             )
         envelope = open_envelope(

@@ -17,6 +17,7 @@ from robustlab.data.catalog import (
 from robustlab.data.records import DatasetInfo, DatasetStatus, FileCheck, Split, SplitName
 from robustlab.data.root import DATA_ROOT_ENV, resolve_data_root
 from robustlab.data.source import DatasetSource
+from robustlab.data.verification import DatasetVerdict, VerificationReport, verify_datasets
 
 __all__ = [
     "DATASETS",
@@ -24,13 +25,16 @@ __all__ = [
     "DatasetInfo",
     "DatasetSource",
     "DatasetStatus",
+    "DatasetVerdict",
     "FileCheck",
     "Split",
     "SplitName",
+    "VerificationReport",
     "dataset_info",
     "dataset_status",
     "download_dataset",
     "load_split",
     "resolve_data_root",
     "verify_dataset",
+    "verify_datasets",
 ]

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.batching import chunked_forward
+from robustlab.errors import ConfigError
 from robustlab.modes import eval_mode
 
 
@@ -29,6 +30,10 @@ def evaluate_accuracy(
     device: torch.device | None = None,
 ) -> AccuracyResult:
     """Score ``model`` in eval mode; its previous train/eval mode is restored afterwards."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(
+            f"evaluate_accuracy: batch_size must be an integer >= 1, got {batch_size!r}"
+        )
     if len(images) != len(labels):
         raise ValueError(f"images ({len(images)}) and labels ({len(labels)}) differ in length")
     if len(images) == 0:

@@ -10,6 +10,7 @@ import torch
 
 from robustlab.attacks.base import Attack
 from robustlab.data import load_split
+from robustlab.errors import ConfigError
 from robustlab.evaluate.gallery import save_example_grid
 from robustlab.evaluate.labels import attack_key
 from robustlab.evaluate.robust import RobustnessReport, robust_accuracy
@@ -38,7 +39,13 @@ def attack_run(
     save_examples: bool = False,
 ) -> AttackOutcome:
     """Attack the first ``count`` test images of the run's dataset with each of ``attacks``."""
+    require_positive("count", count, "test images to attack")
+    require_positive("batch_size", batch_size, "images per attack batch")
+    if not attacks:
+        raise ConfigError("attack_run needs at least one attack")
     trained = load_trained_model(run, device)
+    for attack in attacks:  # before any image is loaded or attacked
+        attack.check_budget(trained.info.input_shape)
     root = data_root or trained.config.data.root
     test = load_split(trained.info.name, "test", root)
     x, y = test.images[:count], test.labels[:count]
@@ -56,6 +63,13 @@ def attack_run(
             run, trained.model, attacks[0], x, y, trained.info.class_names, label, device
         )
     return AttackOutcome(report=report, results_file=results_file, examples_file=examples_file)
+
+
+def require_positive(field: str, value: object, meaning: str) -> None:
+    """An image count or batch size is an integer >= 1: a slice ``[:count]`` would silently
+    take every image but the last ``-count`` for a negative count, and none for 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{field} ({meaning}) must be an integer >= 1, got {value!r}")
 
 
 def attack_label(attack: Attack, count: int) -> str:

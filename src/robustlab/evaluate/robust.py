@@ -18,6 +18,7 @@ from torch import nn
 
 from robustlab.attacks.base import Attack
 from robustlab.batching import chunked_forward
+from robustlab.errors import ConfigError
 from robustlab.modes import eval_mode
 
 
@@ -72,6 +73,10 @@ def robust_accuracy(
     to run on all; the worst case is then taken over the examples every attack saw.
     """
     named = _named(attacks)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(
+            f"robust_accuracy: batch_size must be an integer >= 1, got {batch_size!r}"
+        )
     limit = {name: (limits or {}).get(name) or math.inf for name in named}
     common = min(limit.values())
     traced = {name for name, attack in named.items() if trace and _traceable(attack)}
@@ -85,6 +90,9 @@ def robust_accuracy(
     seconds = dict.fromkeys(named, 0.0)
     for x, y in _batches(data, batch_size):
         x, y = x.to(target_device), y.to(target_device)
+        if total == 0:  # every budget is judged against the inputs before any attack runs
+            for attack in named.values():
+                attack.check_budget(x.shape[1:])
         position = torch.arange(total, total + len(y), device=target_device)
         total += len(y)
         with torch.no_grad(), eval_mode(model):

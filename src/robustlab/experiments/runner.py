@@ -5,6 +5,10 @@ calibration, when trials train at the calibrated ε; (3) every trial not yet fin
 from its shared prefix; (4) ``summary.json`` and the report. Each step is on disk before the
 next starts, and the trial index records every trial's status as it goes, so an interrupted
 run picks up where it stopped. Steps (1) and (3) go through the configured executor.
+
+Everything that can be checked is checked before the experiment folder is touched; then this
+process locks it for the whole run (a second ``robustlab run`` of it is refused, naming this
+one), and whoever trains a trial or a shared prefix locks that run's folder.
 """
 
 from __future__ import annotations
@@ -46,14 +50,30 @@ def run_experiment(
     out = Path(out_dir)
     plan = build_plan(config)
     executor = build_executor(config.executor, config.jobs)  # a missing Ray fails here
+    known = {spec.name: spec.resolve() for spec in plan.trials if not spec.needs_calibration}
     folder = ExperimentDirectory(out / config.name)
+    with folder.lock():  # nothing is written before this point
+        folder.remove_leftovers()
+        return _run_locked(
+            plan, known, out, folder, executor, reporter or TrainingReporter(), write_report
+        )
+
+
+def _run_locked(
+    plan: Plan,
+    known: dict[str, TrialConfig],
+    out: Path,
+    folder: ExperimentDirectory,
+    executor: Executor,
+    reporter: TrainingReporter,
+    write_report: bool,
+) -> ExperimentResult:
+    config = plan.config
     index = TrialIndex(folder.index_file)
-    reporter = reporter or TrainingReporter()
     for spec in plan.trials:
         index.register(
             spec.name, role="trial", model=spec.model, seed=spec.seed, point=dict(spec.point.values)
         )
-    known = {spec.name: spec.resolve() for spec in plan.trials if not spec.needs_calibration}
     _check_unchanged(index, folder, known)  # before any work: a changed trial is refused now
     folder.write_config(config)
 
@@ -142,12 +162,22 @@ def _train_shared(prefix: TrialConfig, out: Path, reporter: TrainingReporter) ->
 def _train_trial(
     trial: TrialConfig, out: Path, directory: Path, reporter: TrainingReporter
 ) -> dict[str, Any]:
-    """The trial, started from its shared phases' run; its results.json content."""
+    """The trial, started from its shared phases' run; its results.json content.
+
+    The trial's folder is assembled beside it and moved in under the experiment's lock (held
+    by the driving process), then locked here until its results are written.
+    """
     run = RunDirectory(directory / trial.trial)
     prefix = shared_prefix(trial)
-    if prefix is not None and not run.has_started:
-        start_from_shared(shared_run(out, prefix), trial, run, reporter)
-    train_trial(trial, run.path, resume=True, reporter=reporter)
+    shared = None if prefix is None or run.has_started else shared_run(out, prefix)
+    if shared is not None:
+        run.remove_if_unstarted()  # a lock left by a writer that stopped before writing
+        shared.verify()  # a damaged shared phase is never copied into a trial
+        start_from_shared(shared, trial, run, reporter)
+    with run.lock():
+        if shared is not None:
+            run.adopt_records(shared)
+        train_trial(trial, run.path, resume=True, reporter=reporter)
     return run.read_results()
 
 

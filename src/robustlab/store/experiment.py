@@ -8,18 +8,21 @@
 ``<out>/<experiment>/report/``           the report
 ``<out>/shared/<prefix>/``               shared phases, trained once for every experiment in
                                          ``<out>`` that has them
+``<out>/<experiment>/.lock``             held while ``robustlab run`` writes the experiment
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from robustlab.config import ExperimentConfig, load_experiment, to_yaml
 from robustlab.errors import ConfigError
-from robustlab.io import atomic_write_json, atomic_write_text
+from robustlab.io import atomic_write_json, atomic_write_text, remove_leftover_temporaries
+from robustlab.store.lock import folder_lock
 from robustlab.store.runs import RunDirectory
 
 SHARED_FOLDER = "shared"
@@ -48,6 +51,15 @@ class ExperimentDirectory:
     @property
     def report_folder(self) -> Path:
         return self.path / "report"
+
+    def lock(self) -> AbstractContextManager[None]:
+        """Held by the process driving the experiment; its workers lock each trial's folder."""
+        return folder_lock(self.path, "experiment folder")
+
+    def remove_leftovers(self) -> None:
+        """Temporary files of this folder's own writes killed half way (call with the lock
+        held). Not ``report/``, which ``robustlab report`` may write at any time."""
+        remove_leftover_temporaries(self.path)
 
     def trial(self, name: str) -> RunDirectory:
         return RunDirectory(self.path / name)

@@ -11,7 +11,7 @@ from robustlab.config import ModelConfig, TrialConfig
 from robustlab.data import DatasetInfo, dataset_info
 from robustlab.errors import CheckpointError
 from robustlab.models import Classifier, build_model
-from robustlab.store.checkpoint import load_training_state, load_weights
+from robustlab.store.checkpoint import apply_weights, load_training_state, load_weights
 from robustlab.store.runs import RunDirectory
 
 
@@ -40,7 +40,7 @@ def load_trained_model(
     run: RunDirectory, device: torch.device, phase: str | None = None
 ) -> TrainedModel:
     """The run's final weights (or its last checkpoint, if unfinished); with ``phase``, the
-    weights at the end of that phase."""
+    weights at the end of that phase. Each file is checked against its recorded sha256."""
     config = run.read_config()
     info = dataset_info(config.data.dataset)
     model = build_for_dataset(config.model, info)
@@ -49,12 +49,12 @@ def load_trained_model(
         if phase not in names:
             raise CheckpointError(f"run {run.path} has no phase {phase!r}; phases: {names}")
         source = run.phase_weights(phase)
-        model.load_state_dict(load_weights(source))
+        apply_weights(model, load_weights(source), source)
     elif run.final_weights.exists():
-        model.load_state_dict(load_weights(run.final_weights))
         source = run.final_weights
+        apply_weights(model, load_weights(source), source)
     else:
-        model.load_state_dict(load_training_state(run.last_checkpoint).model)
         source = run.last_checkpoint
+        apply_weights(model, load_training_state(source).model, source)
     model.to(device).eval()
     return TrainedModel(model=model, config=config, info=info, weights=str(source))

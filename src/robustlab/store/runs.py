@@ -6,18 +6,29 @@
 ``<run>/checkpoints/phase-<name>.safetensors``  weights at the end of each phase
 ``<run>/model.safetensors``   final weights
 ``<run>/results.json``        final metrics, wall time and provenance; present = finished
+``<run>/**/NAME.sha256``      each weights file's and checkpoint's recorded hash
+``<run>/.lock``               held while a process writes the run (``robustlab.store.lock``)
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from robustlab.config import TrialConfig, load_trial, to_yaml
 from robustlab.errors import CheckpointError
-from robustlab.io import append_line, atomic_write_json, atomic_write_text
+from robustlab.io import (
+    append_line,
+    atomic_write_json,
+    atomic_write_text,
+    remove_leftover_temporaries,
+)
+from robustlab.store.integrity import check_copy, verify_recorded
+from robustlab.store.lock import LOCK_NAME, folder_lock, lock_file
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,55 @@ class RunDirectory:
     @property
     def results_file(self) -> Path:
         return self.path / "results.json"
+
+    def weight_files(self) -> Iterator[Path]:
+        """Every weights file and checkpoint present: the files with a recorded sha256."""
+        phases = sorted(self.checkpoint_dir.glob("phase-*.safetensors"))
+        for path in (self.last_checkpoint, *phases, self.final_weights):
+            if path.exists():
+                yield path
+
+    def lock(self) -> AbstractContextManager[None]:
+        """Held while this process writes the run: a second writer is refused, named."""
+        return folder_lock(self.path, "run folder")
+
+    def remove_leftovers(self) -> None:
+        """Temporary files of writes killed half way (call with the lock held)."""
+        for folder in (self.path, self.checkpoint_dir):
+            remove_leftover_temporaries(folder)
+
+    def remove_if_unstarted(self) -> None:
+        """Remove a folder that a writer locked but never wrote a run into (it stopped
+        first), so that a run assembled elsewhere can be moved into its place."""
+        if not self.path.is_dir() or self.has_started:
+            return
+        with self.lock():  # refused while that writer is still at it
+            self.remove_leftovers()
+            found = {entry.name for entry in self.path.iterdir()} - {LOCK_NAME}
+            checkpoints = self.checkpoint_dir
+            if found <= {checkpoints.name} and not any(checkpoints.glob("*")):
+                lock_file(self.path).unlink()
+                if checkpoints.exists():
+                    checkpoints.rmdir()
+                self.path.rmdir()
+                return
+        raise CheckpointError(
+            f"{self.path} holds files but no run ({self.config_file.name} and "
+            f"{self.last_checkpoint.name} are missing); move them away or delete the folder, "
+            "then run again"
+        )
+
+    def verify(self) -> None:
+        """Every weights file and checkpoint against its record: before a run is resumed."""
+        for path in self.weight_files():
+            verify_recorded(path, _what(path))
+
+    def adopt_records(self, origin: RunDirectory) -> None:
+        """Record the hashes of files copied from ``origin``, checked against its records."""
+        for path in self.weight_files():
+            original = origin.path / path.relative_to(self.path)
+            if original.exists():
+                check_copy(original, path, _what(path))
 
     @property
     def has_started(self) -> bool:
@@ -102,6 +162,10 @@ class RunDirectory:
             raise CheckpointError(f"run {self.path} has not finished: no {self.results_file.name}")
         data: dict[str, Any] = json.loads(self.results_file.read_text(encoding="utf-8"))
         return data
+
+
+def _what(path: Path) -> str:
+    return "checkpoint" if path.suffix == ".pt" else "weights file"
 
 
 def comparable_config(config: TrialConfig) -> dict[str, Any]:

@@ -29,7 +29,8 @@ class Position:
 
 
 def check_run_directory(run: RunDirectory, config: TrialConfig, resume: bool) -> TrialConfig:
-    """Refuse to overwrite a run, and refuse to resume one with a different config."""
+    """Refuse to overwrite a run, and refuse to resume one with a different config or with a
+    weights file or checkpoint whose bytes changed since they were written."""
     if not run.has_started:
         return config
     if not resume:
@@ -44,6 +45,7 @@ def check_run_directory(run: RunDirectory, config: TrialConfig, resume: bool) ->
             f"cannot resume {run.path}: its config differs from the requested one in "
             + ", ".join(differences)
         )
+    run.verify()
     return saved
 
 

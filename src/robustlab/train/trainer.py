@@ -28,6 +28,7 @@ from robustlab.precision import autocast
 from robustlab.provenance import now_iso, provenance
 from robustlab.store.checkpoint import (
     TrainingState,
+    apply_weights,
     load_training_state,
     save_training_state,
     save_weights,
@@ -75,9 +76,24 @@ def train_trial(
     reporter: TrainingReporter | None = None,
     data: TrialData | None = None,
 ) -> TrialResult:
-    """Train ``config`` into ``run_dir``; with ``resume`` continue from its last checkpoint."""
+    """Train ``config`` into ``run_dir``; with ``resume`` continue from its last checkpoint.
+
+    The run folder is locked until this returns, so a second writer is refused rather than
+    mixed in; what a killed writer left half written is removed first.
+    """
     run = RunDirectory(Path(run_dir))
-    reporter = reporter or TrainingReporter()
+    with run.lock():
+        run.remove_leftovers()
+        return _train_locked(config, run, resume, reporter or TrainingReporter(), data)
+
+
+def _train_locked(
+    config: TrialConfig,
+    run: RunDirectory,
+    resume: bool,
+    reporter: TrainingReporter,
+    data: TrialData | None,
+) -> TrialResult:
     # Record what actually runs, not what was asked for: the fallback dataset if one was taken.
     chosen = data.info.name if data is not None else choose_dataset(config.data)
     config = config.model_copy(
@@ -99,7 +115,7 @@ def train_trial(
 
     if run.last_checkpoint.exists():
         state = load_training_state(run.last_checkpoint)
-        model.load_state_dict(state.model)
+        apply_weights(model, state.model, run.last_checkpoint)
         torch.set_rng_state(state.torch_rng)
         shuffle_rng.set_state(state.shuffle_rng)
         if state.cuda_rng is not None and torch.cuda.is_available():
@@ -364,7 +380,8 @@ def _stop_phase_early(
     (Wong et al. 2020 stop early the same way)."""
     restored = "none (no earlier checkpoint)"
     if ctx.run.last_checkpoint.exists():
-        ctx.model.load_state_dict(load_training_state(ctx.run.last_checkpoint).model)
+        last = ctx.run.last_checkpoint
+        apply_weights(ctx.model, load_training_state(last).model, last)
         restored = f"weights after global epoch {global_epoch - 1}"
     ctx.run.append_metrics(
         {
