@@ -397,3 +397,24 @@ def test_attacks_in_budget_still_run(trained_run: Path, tmp_path: Path) -> None:
                 batch_size=size,
                 device=torch.device("cpu"),
             )
+
+
+def test_plan_refuses_an_l2_budget_beyond_the_datasets_inputs(tmp_path: Path) -> None:
+    """An L2 ε above √d needs the input shape, which a trial's config alone does not know: the
+    plan checks it, before the runner claims any folder."""
+    from robustlab.config import load_experiment
+    from robustlab.experiments import build_plan
+
+    def experiment(eps: float) -> Path:
+        path = tmp_path / f"l2-{eps}.yaml"
+        path.write_text(
+            "name: l2\ndata: {dataset: digits}\nmodels: [{name: convnet}]\n"
+            "phases:\n  - name: adversarial\n    epochs: 1\n"
+            "    objective: {type: adversarial, attack: {name: pgd, steps: 2, norm: l2, "
+            f"eps: {eps}}}}}\n"
+        )
+        return path
+
+    assert build_plan(load_experiment(experiment(7.5))).trials  # √64 = 8 on 8×8 digits
+    with pytest.raises(ConfigError, match=r"trial convnet-s0, phase 'adversarial': .*√64 = 8"):
+        build_plan(load_experiment(experiment(9.0)))

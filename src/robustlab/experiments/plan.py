@@ -3,7 +3,9 @@
 
 Building the plan is the last check before any work: the kind must exist and accept the
 experiment, every trial's config must validate, and every distinct model must build for its
-dataset (a bad option in one sweep point fails here, naming the trial).
+dataset (a bad option in one sweep point fails here, naming the trial), and every attack's
+budget must fit that dataset's inputs (an L2 ε above √d is caught here, not at the first
+batch after the trial's folder was claimed).
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from robustlab.config import ExperimentConfig, TrialSpec, expand_trials, format_validation_error
+from robustlab.config import (
+    ExperimentConfig,
+    TrialConfig,
+    TrialSpec,
+    expand_trials,
+    format_validation_error,
+)
+from robustlab.config.objectives import training_attack
 from robustlab.data import dataset_info
 from robustlab.errors import ConfigError, RobustlabError
 from robustlab.experiments.kinds import KINDS, ExperimentKind
@@ -93,5 +102,21 @@ def _model_facts(specs: tuple[TrialSpec, ...]) -> dict[str, ModelFacts]:
                 )
             except RobustlabError as error:
                 raise ConfigError(f"trial {spec.name}: {error}") from None
+        if not spec.needs_calibration:  # a calibrated ε is found below 1, in L∞
+            _check_budgets(spec.name, spec.resolve(), dataset_info(dataset).input_shape)
         facts[spec.name] = built[key]
     return facts
+
+
+def _check_budgets(name: str, trial: TrialConfig, input_shape: tuple[int, ...]) -> None:
+    """Every attack of the trial (per epoch, phase end, training) against its input's box."""
+    for phase in trial.phases:
+        attacks = [*trial.phase_attacks(phase), *trial.phase_end_attacks(phase)]
+        trained_against = training_attack(phase.objective)
+        if trained_against is not None:
+            attacks.append(trained_against)
+        for attack in attacks:
+            try:
+                attack.build().check_budget(input_shape)
+            except RobustlabError as error:
+                raise ConfigError(f"trial {name}, phase {phase.name!r}: {error}") from None
