@@ -71,27 +71,23 @@ def check_eps(attack: object, value: object, norm: str, field: str = "eps") -> N
         raise BudgetError(f"{type(attack).__name__}.{field} {problem}")
 
 
-def check_count(attack: object, field: str, value: object, *, minimum: int = 1) -> None:
-    """An integer count (restarts, queries, pixels) of at least ``minimum``."""
+def check_count(
+    attack: object, field: str, value: object, *, minimum: int = 1, why: str = ""
+) -> None:
+    """An integer count (restarts, queries, pixels) of at least ``minimum``; ``why`` says what
+    a smaller one would do."""
     owner = type(attack).__name__
     number = _integer(value)
     if number is None:
         raise BudgetError(f"{owner}.{field} must be an integer, got {value!r}")
     if number < minimum:
-        raise BudgetError(f"{owner}.{field} must be >= {minimum}, got {value!r}")
+        raise BudgetError(f"{owner}.{field} must be >= {minimum}, got {value!r}{why}")
 
 
 def check_steps(attack: object, field: str, value: object) -> None:
     """Iterations of an iterative attack: at least one, or it returns its input unchanged."""
-    owner = type(attack).__name__
-    number = _integer(value)
-    if number is None:
-        raise BudgetError(f"{owner}.{field} must be an integer, got {value!r}")
-    if number < 1:
-        raise BudgetError(
-            f"{owner}.{field} must be >= 1, got {value!r}: with no step the attack returns "
-            f"its input unchanged, so it {CLEAN_ONLY}"
-        )
+    why = f": with no step the attack returns its input unchanged, so it {CLEAN_ONLY}"
+    check_count(attack, field, value, why=why)
 
 
 def ball_diameter(norm: str, features: int) -> float | None:

@@ -14,7 +14,8 @@ from robustlab.cli.console import console, print_table
 from robustlab.device import resolve_device
 from robustlab.errors import ConfigError
 from robustlab.evaluate import RobustnessReport, evaluate_accuracy
-from robustlab.evaluate.on_run import attack_run, require_positive
+from robustlab.evaluate.accuracy import require_positive
+from robustlab.evaluate.on_run import attack_run
 from robustlab.store.loading import load_trained_model
 from robustlab.store.runs import RunDirectory
 

@@ -21,6 +21,14 @@ class AccuracyResult:
 
 
 @torch.no_grad()
+def require_positive(field: str, value: object, meaning: str | None = None) -> None:
+    """An image count or batch size is an integer >= 1: a slice ``[:count]`` would silently
+    take every image but the last ``-count`` for a negative count, and none for 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        named = field if meaning is None else f"{field} ({meaning})"
+        raise ConfigError(f"{named} must be an integer >= 1, got {value!r}")
+
+
 def evaluate_accuracy(
     model: nn.Module,
     images: torch.Tensor,
@@ -30,10 +38,7 @@ def evaluate_accuracy(
     device: torch.device | None = None,
 ) -> AccuracyResult:
     """Score ``model`` in eval mode; its previous train/eval mode is restored afterwards."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(
-            f"evaluate_accuracy: batch_size must be an integer >= 1, got {batch_size!r}"
-        )
+    require_positive("evaluate_accuracy: batch_size", batch_size)
     if len(images) != len(labels):
         raise ValueError(f"images ({len(images)}) and labels ({len(labels)}) differ in length")
     if len(images) == 0:

@@ -11,6 +11,7 @@ import torch
 from robustlab.attacks.base import Attack
 from robustlab.data import load_split
 from robustlab.errors import ConfigError
+from robustlab.evaluate.accuracy import require_positive
 from robustlab.evaluate.gallery import save_example_grid
 from robustlab.evaluate.labels import attack_key
 from robustlab.evaluate.robust import RobustnessReport, robust_accuracy
@@ -63,13 +64,6 @@ def attack_run(
             run, trained.model, attacks[0], x, y, trained.info.class_names, label, device
         )
     return AttackOutcome(report=report, results_file=results_file, examples_file=examples_file)
-
-
-def require_positive(field: str, value: object, meaning: str) -> None:
-    """An image count or batch size is an integer >= 1: a slice ``[:count]`` would silently
-    take every image but the last ``-count`` for a negative count, and none for 0."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{field} ({meaning}) must be an integer >= 1, got {value!r}")
 
 
 def attack_label(attack: Attack, count: int) -> str:

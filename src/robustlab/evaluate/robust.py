@@ -18,7 +18,7 @@ from torch import nn
 
 from robustlab.attacks.base import Attack
 from robustlab.batching import chunked_forward
-from robustlab.errors import ConfigError
+from robustlab.evaluate.accuracy import require_positive
 from robustlab.modes import eval_mode
 
 
@@ -73,10 +73,7 @@ def robust_accuracy(
     to run on all; the worst case is then taken over the examples every attack saw.
     """
     named = _named(attacks)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(
-            f"robust_accuracy: batch_size must be an integer >= 1, got {batch_size!r}"
-        )
+    require_positive("robust_accuracy: batch_size", batch_size)
     limit = {name: (limits or {}).get(name) or math.inf for name in named}
     common = min(limit.values())
     traced = {name for name, attack in named.items() if trace and _traceable(attack)}
