@@ -15,11 +15,13 @@ ALLOWED: dict[str, set[str]] = {
     "data": CORE,
     "models": CORE,
     "attacks": CORE | {"models"},
+    "defenses": CORE | {"models"},
     "store": CORE | {"config", "data", "models"},
-    "evaluate": CORE | {"data", "attacks", "store"},
-    "train": CORE | {"config", "data", "models", "attacks", "evaluate", "store"},
+    "evaluate": CORE | {"data", "attacks", "defenses", "store"},
+    "train": CORE | {"config", "data", "models", "attacks", "defenses", "evaluate", "store"},
     "crypto": CORE | {"models", "attacks"},
-    "experiments": CORE | {"config", "data", "models", "attacks", "store", "evaluate", "train"},
+    "experiments": CORE
+    | {"config", "data", "models", "attacks", "defenses", "store", "evaluate", "train"},
 }
 """Each package's allowed robustlab imports besides itself (``cli`` may import everything)."""
 

@@ -70,11 +70,12 @@ def test_unknown_model_name_lists_the_known_ones() -> None:
 
 
 def test_model_options_lists_names_and_defaults() -> None:
-    assert model_options("convnet") == {"depth": 2, "width": 1.0, "dropout": True}
+    no_denoise = {"denoise": None, "denoise_after": None}
+    assert model_options("convnet") == {"depth": 2, "width": 1.0, "dropout": True, **no_denoise}
     assert model_options("thesis-shallow") == {"dropout": True}
     assert model_options("mlp") == {"depth": 3, "width": 256, "dropout": 0.0}
-    assert model_options("preact-resnet18") == {"width": 64}
-    assert model_options("wide-resnet") == {"depth": 28, "widen": 10, "dropout": 0.0}
+    assert model_options("preact-resnet18") == {"width": 64, **no_denoise}
+    assert model_options("wide-resnet") == {"depth": 28, "widen": 10, "dropout": 0.0, **no_denoise}
 
 
 # --- parameter counts and the convnet family ------------------------------------------------
@@ -249,7 +250,8 @@ def test_unknown_option_names_the_options() -> None:
     with pytest.raises(ConfigError) as caught:
         build("convnet", dept=3)
     assert (
-        str(caught.value) == "model 'convnet' has no option 'dept'; options: depth, width, dropout"
+        str(caught.value) == "model 'convnet' has no option 'dept'; options: depth, width, "
+        "dropout, denoise, denoise_after"
     )
     with pytest.raises(ConfigError, match="'thesis-deep' has no option 'depth'; options: dropout"):
         build("thesis-deep", depth=3)

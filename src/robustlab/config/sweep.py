@@ -4,7 +4,8 @@
 combination; ``points: [{threat.eps: 8/255}, {threat.eps: calibrated, label: calibrated}]``
 lists variants one by one. With both, every listed point is combined with every grid point.
 Fields are named, never indexed: a phase by its name (``phases.adversarial.epochs``, or
-``phases.*.optimizer.weight_decay`` for every phase), a model option for every model of the
+``phases.*.optimizer.weight_decay`` for every phase, or ``phases`` for a point's own list
+of phases), a model option for every model of the
 experiment (``model.options.width``). Each point gets a label from the values it varies
 (``depth3-width0.5``), which trial names and reports use.
 """
@@ -81,10 +82,10 @@ def check_path(path: str) -> None:
         )
     if parts[0] == "seed" and len(parts) > 1:
         raise ValueError(f"{path!r}: seed is a number, it has no fields")
-    if parts[0] == "phases" and len(parts) < 3:
+    if parts[0] == "phases" and len(parts) == 2:
         raise ValueError(
             f"{path!r}: name the phase and its field, e.g. phases.adversarial.epochs "
-            "(phases.*.FIELD for every phase)"
+            "(phases.*.FIELD for every phase), or give the whole list as phases"
         )
 
 
@@ -166,6 +167,9 @@ def apply_value(data: dict[str, Any], path: str, value: Any) -> None:
     validated.
     """
     parts = path.split(".")
+    if path == "phases":  # a point with phases of its own (e.g. a teacher before a student)
+        data["phases"] = value
+        return
     if parts[0] == "phases":
         phases = data.get("phases", [])
         chosen = [p for p in phases if parts[1] in ("*", p.get("name"))]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from robustlab.config.attacks import AttackConfig
 from robustlab.config.base import NAME_PATTERN, StrictModel
@@ -26,9 +26,50 @@ class DataConfig(StrictModel):
     root: Path | None = Field(default=None, description="data root; else $ROBUSTLAB_DATA")
 
 
+class DefenseConfig(BaseModel):
+    """A registered defense component and its options: ``{name: jpeg, quality: 75}``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(description="defense registry name (robustlab defenses lists them)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _known(self) -> DefenseConfig:
+        from robustlab.defenses import DEFENSES, defense_options  # defenses import no config
+
+        if self.name not in DEFENSES:
+            known = ", ".join(sorted(DEFENSES.names()))
+            raise ValueError(f"unknown defense {self.name!r}; defenses: {known}")
+        known_options = defense_options(self.name)
+        for option in self.options:
+            if option not in known_options:
+                listed = ", ".join(known_options) or "(none)"
+                raise ValueError(
+                    f"defense {self.name!r} has no option {option!r}; options: {listed}"
+                )
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options}
+
+
 class ModelConfig(StrictModel):
     name: str = Field(description="model registry name, e.g. thesis-shallow")
     options: dict[str, Any] = Field(default_factory=dict, description="builder options")
+    defenses: list[DefenseConfig] = Field(
+        default_factory=list,
+        description="defenses wrapped around the trained classifier, in order (input "
+        "transforms, logit noise, detectors); training sees the classifier alone",
+    )
     label: str | None = Field(
         default=None,
         pattern=NAME_PATTERN,

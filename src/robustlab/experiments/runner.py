@@ -2,9 +2,10 @@
 
 Order: (1) the shared phases of every trial, trained once per distinct prefix; (2) the
 calibration, when trials train at the calibrated ε; (3) every trial not yet finished, started
-from its shared prefix; (4) ``summary.json`` and the report. Each step is on disk before the
+from its shared prefix; (4) the kind's own evaluation of each trained trial, if it has one
+(the defenses kind's attacks); (5) ``summary.json`` and the report. Each step is on disk before the
 next starts, and the trial index records every trial's status as it goes, so an interrupted
-run picks up where it stopped. Steps (1) and (3) go through the configured executor.
+run picks up where it stopped. Steps (1), (3) and (4) go through the configured executor.
 
 Everything that can be checked is checked before the experiment folder is touched; then this
 process locks it for the whole run (a second ``robustlab run`` of it is refused, naming this
@@ -92,6 +93,7 @@ def _run_locked(
     _check_unchanged(index, folder, {trial.trial: trial for trial in trials})
 
     results = _train_trials(plan, trials, out, folder, index, executor, reporter)
+    _evaluate_trials(plan, trials, out, executor, reporter)
     folder.write_summary(
         {"trials": results, "calibration": folder.read_calibration(), "provenance": provenance()}
     )
@@ -153,6 +155,19 @@ def _train_trials(
     events = _IndexEvents(index, {trial.trial: trial for trial in trials})
     _raise_failures(executor.run(jobs, reporter, events))
     return [folder.trial(trial.trial).read_results() for trial in trials]
+
+
+def _evaluate_trials(
+    plan: Plan, trials: list[TrialConfig], out: Path, executor: Executor, reporter: TrainingReporter
+) -> None:
+    """The kind's own measurement of every trained trial (e.g. a defense's attacks), after
+    all are trained: one trial's evaluation may use another's model (a surrogate)."""
+    jobs = []
+    for spec, trial in zip(plan.trials, trials, strict=True):
+        work = plan.kind.trial_evaluation(plan.config, plan.options, spec, trial, out)
+        if work is not None:
+            jobs.append(Job(f"{trial.trial} (evaluation)", work, plan.cost(spec)))
+    _raise_failures(executor.run(jobs, reporter, _QuietEvents()))
 
 
 def _train_shared(prefix: TrialConfig, out: Path, reporter: TrainingReporter) -> None:
@@ -220,6 +235,19 @@ class _IndexEvents:
 
     def failed(self, job: Job[Any], error: BaseException) -> None:
         self.index.mark_failed(job.label, f"{type(error).__name__}: {error}")
+
+
+class _QuietEvents:
+    """Evaluations are not trials: the index keeps no row for them (their file is the record)."""
+
+    def started(self, job: Job[Any]) -> None:
+        return None
+
+    def finished(self, job: Job[Any], result: Any) -> None:
+        return None
+
+    def failed(self, job: Job[Any], error: BaseException) -> None:
+        return None
 
 
 def _raise_failures(results: list[T | JobFailure]) -> None:

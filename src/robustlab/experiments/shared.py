@@ -65,6 +65,7 @@ def shared_prefix(trial: TrialConfig) -> TrialConfig | None:
             "experiment": SHARED_FOLDER,
             "trial": f"{trial.model.display_name}-s{trial.seed}-{digest}",
             "phases": phases,
+            "model": trial.model.model_copy(update={"defenses": []}),  # training never sees them
             # The phases carry their resolved attack lists; nothing else may differ.
             "evaluation": trial.evaluation.model_copy(
                 update={"attacks": None, "phase_end_attacks": []}

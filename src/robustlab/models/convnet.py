@@ -8,11 +8,13 @@ exactly (same layers, same state-dict keys).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from torch import nn
 
 from robustlab.errors import ConfigError
 from robustlab.models import options
+from robustlab.models.denoise import DenoisingBlock, denoise_kind, denoise_positions
 
 FIRST_CHANNELS = 32
 LATER_CHANNELS = 64
@@ -34,16 +36,24 @@ def convnet(
     depth: int = 2,
     width: float = 1.0,
     dropout: bool = True,
+    denoise: str | None = None,
+    denoise_after: Sequence[int] | None = None,
 ) -> nn.Sequential:
     """``depth`` valid 3×3 convs (ReLU) → 2×2 max-pool → dropout → FC 128·width → dropout → FC.
 
     Width multiplies every hidden size (conv channels 32/64 and the 128-unit FC layer), so the
     family is a true width multiplier. Layers are named (``conv1``, ``fc1``, ...) so turning
     dropout off does not shift the state-dict keys.
+
+    ``denoise`` (a ``DenoisingBlock`` kind) inserts a feature-denoising block ``denoise<i>``
+    after the ReLU of each conv ``i`` in ``denoise_after`` (1-based; default every conv). Without
+    it the layers and state-dict keys are exactly those of the plain network.
     """
     depth = options.integer("depth", depth, minimum=1)
     width = options.number("width", width, minimum=MIN_WIDTH, label=f"1/{FIRST_CHANNELS}")
     dropout = options.boolean("dropout", dropout)
+    kind = denoise_kind(denoise)
+    denoised = denoise_positions(kind, denoise_after, depth, what="conv")
     channels, height, breadth = input_shape
     conv_height, conv_breadth = height - 2 * depth, breadth - 2 * depth
     if min(conv_height, conv_breadth) < 2:
@@ -65,6 +75,8 @@ def convnet(
         out_channels = _scaled(FIRST_CHANNELS if index == 1 else LATER_CHANNELS, width)
         layers[f"conv{index}"] = nn.Conv2d(in_channels, out_channels, kernel_size=3)
         layers[f"relu{index}"] = nn.ReLU()
+        if kind is not None and index in denoised:
+            layers[f"denoise{index}"] = DenoisingBlock(out_channels, kind)
         in_channels = out_channels
     layers["pool"] = nn.MaxPool2d(2)
     if dropout:

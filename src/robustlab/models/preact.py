@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlab.models.denoise import DenoisingBlock
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -56,7 +58,10 @@ class PreActResNet(nn.Module):
     """Stem conv → stages of ``PreActBlock`` → BN-ReLU → global average pool → linear.
 
     The global (adaptive) pool makes it work for any input size and channel count; every
-    stride-2 stage halves the resolution, rounding up, so tiny inputs still reach 1×1.
+    stride-2 stage halves the resolution, rounding up, so tiny inputs still reach 1×1. With
+    ``denoise`` (a ``DenoisingBlock`` kind), a block ``denoise<n>`` follows each stage ``n`` in
+    ``denoise_after`` (1-based), as Xie et al. place theirs after residual stages; without it
+    no module is added, so the state-dict keys are those of the plain network.
     """
 
     def __init__(
@@ -67,6 +72,8 @@ class PreActResNet(nn.Module):
         stem_channels: int,
         stages: Sequence[Stage],
         dropout: float = 0.0,
+        denoise: str | None = None,
+        denoise_after: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.stem = nn.Conv2d(in_channels, stem_channels, 3, padding=1, bias=False)
@@ -78,7 +85,10 @@ class PreActResNet(nn.Module):
                 blocks.append(PreActBlock(channels, stage.channels, stride, dropout))
                 channels = stage.channels
             self.add_module(f"stage{number}", nn.Sequential(*blocks))
+            if denoise is not None and number in denoise_after:
+                self.add_module(f"denoise{number}", DenoisingBlock(channels, denoise))
         self.num_stages = len(stages)
+        self.denoise_after = tuple(denoise_after) if denoise is not None else ()
         self.bn = nn.BatchNorm2d(channels)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
@@ -89,11 +99,16 @@ class PreActResNet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        for module in self.modules():
+            if isinstance(module, DenoisingBlock):
+                module.reset_parameters()  # back to zero output conv: identity at init
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.stem(x)
         for number in range(1, self.num_stages + 1):
             out = getattr(self, f"stage{number}")(out)
+            if number in self.denoise_after:
+                out = getattr(self, f"denoise{number}")(out)
         out = self.pool(F.relu(self.bn(out))).flatten(1)
         logits: torch.Tensor = self.fc(out)
         return logits

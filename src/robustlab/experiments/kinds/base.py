@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from robustlab.config import ExperimentConfig, StrictModel, TrialSpec
+from robustlab.config import ExperimentConfig, StrictModel, TrialConfig, TrialSpec
 from robustlab.registry import Registry
 
 if TYPE_CHECKING:
     from robustlab.experiments.collect import ExperimentData
     from robustlab.experiments.document import Report
+    from robustlab.train.reporter import TrainingReporter
 
 
 class ExperimentKind(ABC):
@@ -25,6 +27,14 @@ class ExperimentKind(ABC):
     def check(self, config: ExperimentConfig, options: Any, trials: Sequence[TrialSpec]) -> None:
         """Raise ValueError (naming the field) when the experiment cannot give this report;
         a kind that can report on any experiment keeps this default."""
+        return None
+
+    def trial_evaluation(
+        self, config: ExperimentConfig, options: Any, spec: TrialSpec, trial: TrialConfig, out: Path
+    ) -> Callable[[TrainingReporter], Any] | None:
+        """Work to run on a trained trial before the report (a kind that measures more than
+        the trainer did); None when there is none or it is already on disk. It runs through
+        the experiment's executor, so it must pickle (a ``functools.partial``)."""
         return None
 
     @abstractmethod

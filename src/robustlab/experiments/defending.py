@@ -1,0 +1,209 @@
+"""The defenses experiment's evaluation of one trained trial: its defense under the naive and
+the adaptive attack, same ε, same images, each with its sanity checks.
+
+The adaptive figure is the per-example worst case over the naive and the adaptive attack (an
+image counts as robust only if it survived both), so an adaptive attack that happens to be
+weaker on some images can never make a defense look stronger than the naive one did; the
+adaptive attack's own figure is kept beside it (``alone_robust_acc``).
+
+Written to ``defense-evaluation.json`` in the trial's folder (atomically, under the trial's
+lock), so a re-run skips evaluated trials. A defense with something to fit (detector
+thresholds, MagNet's autoencoder) is fitted once on training images the classifier was
+trained on and saved beside it (``defense.safetensors``, with its checksum), and reloaded on a re-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustlab.config import AttackConfig, ExperimentConfig, TrialConfig
+from robustlab.data import load_split
+from robustlab.defenses import DefendedModel, FitData, Gradients, build_defended
+from robustlab.device import resolve_device
+from robustlab.evaluate.defended import AttackPlan, deployed_answers, evaluate_plan, seeded
+from robustlab.evaluate.sanity import CheckSettings, run_checks
+from robustlab.io import atomic_write_json
+from robustlab.provenance import provenance
+from robustlab.store.checkpoint import load_weights, save_weights
+from robustlab.store.experiment import ExperimentDirectory
+from robustlab.store.loading import load_trained_model
+from robustlab.store.runs import RunDirectory
+from robustlab.train.trainer import TrainingReporter
+
+EVALUATION_FILE = "defense-evaluation.json"
+FITTED_FILE = "defense.safetensors"
+
+
+@dataclass(frozen=True)
+class DefenseSettings:
+    """What the kind's options say about one trial's evaluation (plain values, picklable)."""
+
+    images: int
+    batch_size: int
+    naive: AttackConfig
+    adaptive: AttackConfig
+    gradients: dict[str, Any] | None
+    """Explicit gradient options for the adaptive attack; None: chosen from the defense."""
+    eot: int
+    targets: int
+    fit_images: int
+    held_out_images: int
+    checks: CheckSettings
+    surrogate: str | None
+    """Trial whose classifier is the transfer check's surrogate (None: no transfer check)."""
+
+
+def evaluate_trial_defense(
+    config: ExperimentConfig,
+    trial: TrialConfig,
+    settings: DefenseSettings,
+    out: Path,
+    reporter: TrainingReporter,
+) -> dict[str, Any]:
+    """The trial's defense evaluation, computed now or read back if already on disk."""
+    folder = ExperimentDirectory(out / config.name)
+    run = folder.trial(trial.trial)
+    target = run.path / EVALUATION_FILE
+    if target.exists():
+        return _read(target)
+    with run.lock():
+        reporter.status(f"{trial.trial}: evaluating its defense (naive and adaptive attacks)")
+        result = _evaluate(run, trial, settings, folder)
+        atomic_write_json(target, result)
+    return result
+
+
+def _read(path: Path) -> dict[str, Any]:
+    import json
+
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _evaluate(
+    run: RunDirectory, trial: TrialConfig, settings: DefenseSettings, folder: ExperimentDirectory
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    device = resolve_device(trial.device)
+    trained = load_trained_model(run, device)
+    info = trained.info
+    test = load_split(info.name, "test", trial.data.root)
+    x = test.images[: settings.images].to(device)
+    y = test.labels[: settings.images].to(device)
+    specs = [defense.spec() for defense in trial.model.defenses]
+    defended = build_defended(trained.model, specs, info.input_shape, info.num_classes)
+    defended = defended.to(device).eval()
+    fit_seconds = _fit_or_load(defended, run, trial, settings, device)
+    surrogate = _surrogate(folder, settings.surrogate, trial, device)
+    naive = AttackPlan(attack=settings.naive.build())
+    adaptive = AttackPlan(
+        attack=settings.adaptive.build(),
+        gradients=adaptive_gradients(defended, settings.gradients, settings.eot),
+        targets=settings.targets,
+    )
+    predicted, rejected = deployed_answers(defended, x, trial.seed)
+    with torch.no_grad():
+        bare = trained.model(x).argmax(dim=1) == y
+    result: dict[str, Any] = {
+        "trial": trial.trial,
+        "defenses": specs,
+        "seed": trial.seed,
+        "images": len(y),
+        "clean": {
+            "accuracy": round(float((predicted == y).float().mean()), 6),
+            "classifier_accuracy": round(float(bare.float().mean()), 6),
+            "false_positive_rate": round(float(rejected.float().mean()), 6)
+            if defended.has_detectors
+            else None,
+        },
+        "fit_seconds": fit_seconds,
+    }
+    held: torch.Tensor | None = None
+    for label, plan in (("naive", naive), ("adaptive", adaptive)):
+        scored = evaluate_plan(
+            defended, x, y, plan, batch_size=settings.batch_size, seed=trial.seed
+        )
+        alone = scored.robust_accuracy
+        if held is not None:  # the adaptive figure is the worst case over both attacks
+            scored = dataclasses.replace(scored, robust=scored.robust & held)
+        held = scored.robust
+        checks = run_checks(
+            defended,
+            x,
+            y,
+            plan,
+            scored.robust,
+            settings=settings.checks,
+            surrogate=surrogate,
+            seed=trial.seed,
+            batch_size=settings.batch_size,
+        )
+        result[label] = {
+            "attack": plan.describe(),
+            **scored.summary(),
+            "alone_robust_acc": round(alone, 6),
+            "checks": [check.to_dict() for check in checks],
+            "flagged": [check.name for check in checks if not check.passed],
+        }
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    result["provenance"] = provenance()
+    return result
+
+
+def adaptive_gradients(
+    defended: DefendedModel, explicit: dict[str, Any] | None, eot: int
+) -> Gradients:
+    """The gradients the defense calls for: BPDA through what is not differentiable, EOT over
+    what is random, joint with the detectors; or the ones the config states."""
+    if explicit is not None:
+        return Gradients(**explicit)
+    squeezing = any(hasattr(d, "straight_through") for d in defended.detector_list)
+    return Gradients(
+        bpda=bool(defended.non_differentiable) or squeezing,
+        eot=eot if defended.randomized else 1,
+        joint=defended.has_detectors,
+    )
+
+
+def _fit_or_load(
+    defended: DefendedModel,
+    run: RunDirectory,
+    trial: TrialConfig,
+    settings: DefenseSettings,
+    device: torch.device,
+) -> float | None:
+    """Fit the defense's detectors once; reuse the saved fit on a re-run."""
+    if not defended.has_detectors:
+        return None
+    path = run.path / FITTED_FILE
+    if path.exists():
+        defended.load_state_dict(load_weights(path))
+        defended.to(device)
+        return None
+    started = time.perf_counter()
+    train = load_split(run.read_config().data.dataset, "train", trial.data.root).images
+    held = settings.held_out_images
+    data = FitData(
+        train=train[: settings.fit_images].to(device),
+        held_out=train[len(train) - held :].to(device),
+        seed=trial.seed,
+    )
+    with seeded(trial.seed):
+        defended.fit(data)
+    save_weights(path, defended.state_dict())
+    return round(time.perf_counter() - started, 3)
+
+
+def _surrogate(
+    folder: ExperimentDirectory, name: str | None, trial: TrialConfig, device: torch.device
+) -> nn.Module | None:
+    if name is None or name == trial.trial:
+        return None
+    return load_trained_model(folder.trial(name), device).model
