@@ -51,7 +51,7 @@ def test_eot_over_a_deterministic_transform_equals_the_plain_gradient(batch) -> 
 
 
 def test_eot_averages_a_random_defense_over_draws(batch) -> None:
-    x, y = batch
+    x, _ = batch
     model = build_defended(_classifier(), [{"name": "logit-noise", "scale": 2.0}], (1, 8, 8), 10)
     view = gradient_view(model, Gradients(eot=200))
     torch.manual_seed(0)
@@ -85,15 +85,15 @@ def test_real_jpeg_codec_gives_the_naive_attack_a_zero_gradient(batch) -> None:
 
 def test_bpda_on_a_differentiable_defense_is_refused() -> None:
     model = build_defended(_classifier(), [{"name": "median"}], (1, 8, 8), 10)
-    with pytest.raises(ConfigError, match="gradients.bpda"):
+    with pytest.raises(ConfigError, match=r"gradients\.bpda"):
         gradient_view(model, Gradients(bpda=True))
-    with pytest.raises(ConfigError, match="gradients.bpda"):
+    with pytest.raises(ConfigError, match=r"gradients\.bpda"):
         gradient_view(_classifier(), Gradients(bpda=True))
 
 
 def test_joint_without_a_detector_is_refused() -> None:
     model = build_defended(_classifier(), [{"name": "jpeg"}], (1, 8, 8), 10)
-    with pytest.raises(ConfigError, match="gradients.joint"):
+    with pytest.raises(ConfigError, match=r"gradients\.joint"):
         gradient_view(model, Gradients(joint=True))
 
 
@@ -166,5 +166,5 @@ def test_a_defense_that_does_not_fit_the_input_names_the_entry() -> None:
 
 
 def test_gradient_options_are_checked() -> None:
-    with pytest.raises(ConfigError, match="gradients.eot"):
+    with pytest.raises(ConfigError, match=r"gradients\.eot"):
         Gradients(eot=0)

@@ -1,4 +1,5 @@
-"""What is available to run on: ``models`` and ``data list``, ``verify`` and ``download``."""
+"""What is available to run on: ``models``, ``defenses`` and ``data list``, ``verify`` and
+``download``."""
 
 from __future__ import annotations
 
@@ -35,6 +36,22 @@ def models(
         f"models (parameters for input {input_shape}, {num_classes} classes)",
         ["name", "parameters", "description"],
         rows,
+    )
+
+
+@app.command()
+def defenses() -> None:
+    """List the defense registry (a model's defenses:) with options and what attacks need."""
+    from robustlab.defenses import DEFENSES, defense_options
+
+    rows = []
+    for entry in DEFENSES.entries():
+        options = ", ".join(
+            f"{name}={value!r}" for name, value in defense_options(entry.name).items()
+        )
+        rows.append([entry.name, options or "–", entry.description])
+    print_table(
+        "defenses (wrappers in a model's defenses: list)", ["name", "options", "description"], rows
     )
 
 

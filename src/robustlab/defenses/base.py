@@ -71,6 +71,7 @@ class Detector(nn.Module):
     """
 
     randomized: ClassVar[bool] = False
+    threshold: torch.Tensor
 
     def __init__(self, false_positive_rate: float) -> None:
         super().__init__()
@@ -97,9 +98,8 @@ class Detector(nn.Module):
         """The threshold that rejects ``false_positive_rate`` of ``held_out``: the score's
         (1 − rate) quantile, so a score strictly above it is rejected."""
         with torch.no_grad():
-            scores = torch.cat(
-                [self.score(chunk, classifier) for chunk in held_out.split(500)]
-            ).float()
+            chunks = torch.split(held_out, 500)
+            scores = torch.cat([self.score(chunk, classifier) for chunk in chunks]).float()
         self.threshold.fill_(float(torch.quantile(scores, 1 - self.false_positive_rate)))
 
     def rejects(self, x: torch.Tensor, classifier: nn.Module) -> torch.Tensor:

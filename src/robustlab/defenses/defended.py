@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robustlab.defenses.base import Detector, FitData, InputTransform, LogitTransform
+from robustlab.defenses.base import Detector, FitData, InputTransform
 from robustlab.defenses.registry import Defense
 
 

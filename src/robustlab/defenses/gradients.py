@@ -64,14 +64,13 @@ class Gradients:
 def check_gradients(model: nn.Module, gradients: Gradients) -> None:
     """Refuse gradient options the model's defense gives no reason for."""
     defended = model if isinstance(model, DefendedModel) else None
-    if gradients.bpda:
-        if defended is None or not _has_bpda_target(defended):
-            names = "none" if defended is None else ", ".join(defended.names) or "none"
-            raise ConfigError(
-                f"gradients.bpda: the defense ({names}) has no non-differentiable transform "
-                "or squeezer, so BPDA would only replace true gradients by an approximation; "
-                "drop bpda"
-            )
+    if gradients.bpda and (defended is None or not _has_bpda_target(defended)):
+        names = "none" if defended is None else ", ".join(defended.names) or "none"
+        raise ConfigError(
+            f"gradients.bpda: the defense ({names}) has no non-differentiable transform "
+            "or squeezer, so BPDA would only replace true gradients by an approximation; "
+            "drop bpda"
+        )
     if gradients.joint and (defended is None or not defended.has_detectors):
         raise ConfigError(
             "gradients.joint: the model has no detector to attack jointly; drop joint"
@@ -131,11 +130,11 @@ def _straight_through(model: DefendedModel, enabled: bool) -> Iterator[None]:
     """Detectors that squeeze inputs (feature squeezing) pass gradients straight through
     their squeezers while BPDA is on; restored afterwards."""
     chosen = [d for d in model.detector_list if hasattr(d, "straight_through")]
-    before = [d.straight_through for d in chosen]  # type: ignore[attr-defined]
+    before = [bool(getattr(d, "straight_through")) for d in chosen]  # noqa: B009
     try:
         for detector in chosen:
-            detector.straight_through = enabled  # type: ignore[attr-defined]
+            setattr(detector, "straight_through", enabled)  # noqa: B010
         yield
     finally:
         for detector, value in zip(chosen, before, strict=True):
-            detector.straight_through = value  # type: ignore[attr-defined]
+            setattr(detector, "straight_through", value)  # noqa: B010

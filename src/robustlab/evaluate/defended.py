@@ -97,7 +97,7 @@ def deployed_answers(
     with torch.no_grad(), eval_mode(model), seeded(seed):
         predicted = chunked_forward(model, x).argmax(dim=1)
         if isinstance(model, DefendedModel) and model.has_detectors:
-            rejected = torch.cat([model.rejects(chunk) for chunk in x.split(500)])
+            rejected = torch.cat([model.rejects(chunk) for chunk in torch.split(x, 500)])
         else:
             rejected = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     return predicted, rejected

@@ -176,7 +176,9 @@ def _stochastic_check(
     )
 
 
-def _unbounded_check(accuracy: Any, plan: AttackPlan, x: torch.Tensor, settings: CheckSettings) -> Check:
+def _unbounded_check(
+    accuracy: Any, plan: AttackPlan, x: torch.Tensor, settings: CheckSettings
+) -> Check:
     diameter = ball_diameter(plan.attack.threat, math.prod(x.shape[1:]))
     if diameter is None:
         return Check("unbounded", True, "not applicable to this threat model")
@@ -198,7 +200,7 @@ def _steps_check(accuracy: Any, plan: AttackPlan, base: float, tolerance: float)
     steps = getattr(plan.attack, "steps", None)
     if steps is None:
         return Check("more steps", True, "not applicable: the attack has no steps")
-    more = dataclasses.replace(plan.attack, steps=2 * steps)
+    more = dataclasses.replace(plan.attack, **{"steps": 2 * steps})
     value = accuracy(dataclasses.replace(plan, attack=more))
     weaker, unconverged = value > base + tolerance, value < base - tolerance
     advice = ""

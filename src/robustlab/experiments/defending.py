@@ -9,7 +9,8 @@ adaptive attack's own figure is kept beside it (``alone_robust_acc``).
 Written to ``defense-evaluation.json`` in the trial's folder (atomically, under the trial's
 lock), so a re-run skips evaluated trials. A defense with something to fit (detector
 thresholds, MagNet's autoencoder) is fitted once on training images the classifier was
-trained on and saved beside it (``defense.safetensors``, with its checksum), and reloaded on a re-run.
+trained on and saved beside it (``defense.safetensors``, with its checksum), and reloaded on
+a re-run.
 """
 
 from __future__ import annotations

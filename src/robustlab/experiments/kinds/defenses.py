@@ -129,7 +129,9 @@ class Defenses(ExperimentKind):
         for spec in trials:
             self._check_trial(config, chosen, spec)
 
-    def _check_trial(self, config: ExperimentConfig, options: DefensesOptions, spec: TrialSpec) -> None:
+    def _check_trial(
+        self, config: ExperimentConfig, options: DefensesOptions, spec: TrialSpec
+    ) -> None:
         trial = spec.resolve()
         info = dataset_info(trial.data.dataset)
         where = f"trial {spec.name}"
@@ -151,7 +153,9 @@ class Defenses(ExperimentKind):
             except RobustlabError as error:
                 raise ValueError(f"{where}, {label} attack: {error}") from None
 
-    def _attacks(self, options: DefensesOptions, label: str | None) -> list[tuple[str, AttackConfig]]:
+    def _attacks(
+        self, options: DefensesOptions, label: str | None
+    ) -> list[tuple[str, AttackConfig]]:
         override = options.overrides.get(str(label))
         adaptive = override.attack if override is not None and override.attack else options.adaptive
         return [("naive", options.naive), ("adaptive", adaptive)]
