@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from robustlab.cli import app
 from robustlab.config import ExperimentConfig, parse_config
 from robustlab.errors import ConfigError
 from robustlab.experiments import run_experiment
@@ -71,6 +73,33 @@ def test_defenses_experiment_reports_naive_and_adaptive_with_checks(tmp_path: Pa
     report = (folder / "report" / "report.md").read_text()
     assert "naive attack" in report and "adaptive attack" in report
     assert "Sanity checks" in report and "naive-vs-adaptive.png" in report
+
+    # robustlab eval on a defended trial: attacked as deployed, adaptively, with the checks
+    shown = CliRunner().invoke(
+        app,
+        ["eval", str(folder / "convnet-jpeg-s0"), "--attack", "pgd", "--eps", "0.1", "--n", "30"],
+        env={"COLUMNS": "300"},
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "jpeg" in shown.output and "BPDA" in shown.output
+    assert "sanity checks" in shown.output and "unbounded" in shown.output
+    naive = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(folder / "convnet-jpeg-s0"),
+            "--attack",
+            "pgd",
+            "--eps",
+            "0.1",
+            "--n",
+            "30",
+            "--naive",
+        ],
+        env={"COLUMNS": "300"},
+    )
+    assert naive.exit_code == 0, naive.output
+    assert "gradients" in naive.output.split("sanity checks")[0]  # flagged beside the figure
 
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/defense-evaluation.json")}
     run_experiment(config, tmp_path)  # a re-run evaluates nothing again

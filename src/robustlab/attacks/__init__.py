@@ -13,6 +13,7 @@ from robustlab.attacks.base import Attack, AttackContext, AttackOutcome, fooled
 from robustlab.attacks.fgsm import FGSM
 from robustlab.attacks.iterative import BIM, ILCM, PGD
 from robustlab.attacks.registry import ATTACKS, attack_parameters, build_attack
+from robustlab.attacks.upset import UPSET
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -23,6 +24,7 @@ __all__ = [
     "FGSM",
     "ILCM",
     "PGD",
+    "UPSET",
     "Attack",
     "AttackContext",
     "AttackOutcome",

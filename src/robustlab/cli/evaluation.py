@@ -9,13 +9,18 @@ import typer
 
 from robustlab import data as datasets
 from robustlab.attacks import build_attack
+from robustlab.cli.checked import print_checked
 from robustlab.cli.common import DATA_ROOT_HELP, app, parse_options
 from robustlab.cli.console import console, print_table
+from robustlab.cli.unbounded import attack_unbounded, check_unbounded
+from robustlab.defenses import Gradients
 from robustlab.device import resolve_device
 from robustlab.errors import ConfigError
 from robustlab.evaluate import RobustnessReport, evaluate_accuracy
 from robustlab.evaluate.accuracy import require_positive
+from robustlab.evaluate.checked import evaluate_with_checks
 from robustlab.evaluate.on_run import attack_run
+from robustlab.evaluate.sanity import CheckSettings
 from robustlab.store.loading import load_trained_model
 from robustlab.store.runs import RunDirectory
 
@@ -93,8 +98,22 @@ def evaluate(
     ),
     eps: Optional[float] = typer.Option(None, help="budget for --attack, pixel units"),
     n: int = typer.Option(1000, "--n", help="first N test images for --attack"),
+    checks: bool = typer.Option(
+        True, "--checks/--no-checks", help="sanity checks with every attack (gradient masking)"
+    ),
+    naive: bool = typer.Option(
+        False, "--naive", help="plain gradients through the run's defenses (default: adaptive)"
+    ),
+    bpda: bool = typer.Option(False, "--bpda", help="BPDA through non-differentiable defenses"),
+    eot: int = typer.Option(0, "--eot", help="EOT draws (0: 10 for a random defense, else 1)"),
+    joint: bool = typer.Option(False, "--joint", help="attack classifier and detectors jointly"),
 ) -> None:
-    """Clean accuracy of a trained run on its test split; robust accuracy with --attack."""
+    """Clean accuracy of a trained run on its test split; robust accuracy with --attack.
+
+    A run with defenses (model.defenses) is evaluated as deployed, and attacked with the
+    gradients its defenses call for (BPDA, EOT, joint) unless --naive or explicit flags say
+    otherwise; the sanity checks run with every attack unless --no-checks.
+    """
     require_positive("--batch-size", batch_size, "evaluation batch size")
     if attack_names:
         require_positive("--n", n, "test images to attack")
@@ -124,7 +143,23 @@ def evaluate(
             ]
         ],
     )
-    if chosen:
+    explicit = naive or bpda or eot > 0 or joint
+    gradients = Gradients(bpda=bpda, eot=max(eot, 1), joint=joint) if explicit else None
+    if chosen and (checks or trained.config.model.defenses or explicit):
+        print_checked(
+            run_dir,
+            evaluate_with_checks(
+                run_directory,
+                chosen,
+                count=n,
+                batch_size=min(batch_size, 256),
+                device=resolve_device(device),
+                gradients=gradients,
+                settings=CheckSettings() if checks else CheckSettings(enabled=False),
+                data_root=data_root,
+            ),
+        )
+    elif chosen:
         outcome = attack_run(
             run_directory,
             chosen,
@@ -148,16 +183,58 @@ def attack(
     restarts: Optional[int] = typer.Option(None, help="random restarts"),
     loss: Optional[str] = typer.Option(None, help="ce, cw or dlr (where the attack has one)"),
     param: list[str] = typer.Option([], "--param", "-p", help="other parameter KEY=VALUE"),
-    n: int = typer.Option(1000, "--n", help="first N test images"),
+    n: Optional[int] = typer.Option(
+        None, "--n", help="first N test images (default 1000; 3 with --unbounded)"
+    ),
     batch_size: int = typer.Option(256, help="attack batch size"),
     seed: int = typer.Option(0, help="attack seed"),
     precision: str = typer.Option("fp32", help="fp32, or bf16 autocast"),
     early_stop: bool = typer.Option(False, "--early-stop", help="stop on fooled examples"),
     save_examples: bool = typer.Option(False, "--save-examples", help="write a PNG grid"),
+    unbounded: bool = typer.Option(
+        False,
+        "--unbounded",
+        help="with --attack ilcm: ε = 1, aim at every class, draw a standard and a robust "
+        "model side by side (the run's first phase vs its final weights, or --compare)",
+    ),
+    compare: Optional[Path] = typer.Option(
+        None, help="with --unbounded: set this run's final weights beside RUN_DIR's"
+    ),
     data_root: Optional[Path] = typer.Option(None, help=DATA_ROOT_HELP),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
-    """Attack a trained run on its test split; print a table and save results JSON."""
+    """Attack a trained run on its test split; print a table and save results JSON.
+
+    With --unbounded (ILCM only): the images the targeted attack draws toward every class,
+    for two models side by side (perceptual alignment, thesis Ch. 4.2).
+    """
+    if compare is not None and not unbounded:
+        raise ConfigError("--compare sets a second model beside RUN_DIR's: add --unbounded")
+    if unbounded:
+        check_unbounded(
+            attack_name,
+            eps=eps,
+            norm=norm,
+            restarts=restarts,
+            loss=loss,
+            param=param,
+            early_stop=early_stop,
+        )
+        attack_unbounded(
+            run_dir,
+            compare=compare,
+            n=3 if n is None else n,
+            steps=steps,
+            alpha=alpha,
+            seed=seed,
+            precision=precision,
+            batch_size=batch_size,
+            save_examples=save_examples,
+            data_root=data_root,
+            device=device,
+        )
+        return
+    n = 1000 if n is None else n
     require_positive("--n", n, "test images to attack")
     require_positive("--batch-size", batch_size, "images per attack batch")
     given = {
@@ -172,6 +249,12 @@ def attack(
     params.update(parse_options(param, flag="--param"))
     params.update(seed=seed, precision=precision, early_stop=early_stop)
     chosen = build_attack(attack_name, **params)
+    if chosen.targeted_only:
+        raise ConfigError(
+            f"--attack {attack_name} is targeted only (it needs a target class per image), and "
+            "this command measures untargeted robust accuracy: call it from Python with "
+            "target= (docs/attacks.md)"
+        )
     outcome = attack_run(
         RunDirectory(run_dir),
         [chosen],

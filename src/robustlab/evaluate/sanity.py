@@ -39,6 +39,7 @@ from robustlab.modes import eval_mode
 
 @dataclass(frozen=True)
 class CheckSettings:
+    enabled: bool = True
     images: int = 200
     max_zero_gradients: float = 0.3
     """Flag when more than this share of inputs has a zero or non-finite input gradient."""
@@ -73,6 +74,8 @@ def run_checks(
     batch_size: int = 500,
 ) -> list[Check]:
     """The checks for ``plan``, whose per-example result on ``x`` was ``robust``."""
+    if not settings.enabled:
+        return []
     count = min(settings.images, len(x))
     x, y = x[:count], y[:count]
     base = float(robust[:count].float().mean())

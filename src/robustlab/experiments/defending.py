@@ -7,10 +7,8 @@ weaker on some images can never make a defense look stronger than the naive one 
 adaptive attack's own figure is kept beside it (``alone_robust_acc``).
 
 Written to ``defense-evaluation.json`` in the trial's folder (atomically, under the trial's
-lock), so a re-run skips evaluated trials. A defense with something to fit (detector
-thresholds, MagNet's autoencoder) is fitted once on training images the classifier was
-trained on and saved beside it (``defense.safetensors``, with its checksum), and reloaded on
-a re-run.
+lock), so a re-run skips evaluated trials. A defense with something to fit is fitted once
+and saved beside the weights (``robustlab.evaluate.defended_run``).
 """
 
 from __future__ import annotations
@@ -26,20 +24,19 @@ from torch import nn
 
 from robustlab.config import AttackConfig, ExperimentConfig, TrialConfig
 from robustlab.data import load_split
-from robustlab.defenses import DefendedModel, FitData, Gradients, build_defended
+from robustlab.defenses import DefendedModel, Gradients
 from robustlab.device import resolve_device
-from robustlab.evaluate.defended import AttackPlan, deployed_answers, evaluate_plan, seeded
+from robustlab.evaluate.defended import AttackPlan, deployed_answers, evaluate_plan
+from robustlab.evaluate.defended_run import FitSettings, automatic_gradients, load_defended
 from robustlab.evaluate.sanity import CheckSettings, run_checks
 from robustlab.io import atomic_write_json
 from robustlab.provenance import provenance
-from robustlab.store.checkpoint import load_weights, save_weights
 from robustlab.store.experiment import ExperimentDirectory
 from robustlab.store.loading import load_trained_model
 from robustlab.store.runs import RunDirectory
 from robustlab.train.trainer import TrainingReporter
 
 EVALUATION_FILE = "defense-evaluation.json"
-FITTED_FILE = "defense.safetensors"
 
 
 @dataclass(frozen=True)
@@ -93,15 +90,13 @@ def _evaluate(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     device = resolve_device(trial.device)
-    trained = load_trained_model(run, device)
-    info = trained.info
-    test = load_split(info.name, "test", trial.data.root)
+    fit = FitSettings(settings.fit_images, settings.held_out_images)
+    loaded = load_defended(run, device, fit=fit, data_root=trial.data.root)
+    trained, defended, fit_seconds = loaded.trained, loaded.model, loaded.fit_seconds
+    test = load_split(trained.info.name, "test", trial.data.root)
     x = test.images[: settings.images].to(device)
     y = test.labels[: settings.images].to(device)
     specs = [defense.spec() for defense in trial.model.defenses]
-    defended = build_defended(trained.model, specs, info.input_shape, info.num_classes)
-    defended = defended.to(device).eval()
-    fit_seconds = _fit_or_load(defended, run, trial, settings, device)
     surrogate = _surrogate(folder, settings.surrogate, trial, device)
     naive = AttackPlan(attack=settings.naive.build())
     adaptive = AttackPlan(
@@ -161,45 +156,8 @@ def _evaluate(
 def adaptive_gradients(
     defended: DefendedModel, explicit: dict[str, Any] | None, eot: int
 ) -> Gradients:
-    """The gradients the defense calls for: BPDA through what is not differentiable, EOT over
-    what is random, joint with the detectors; or the ones the config states."""
-    if explicit is not None:
-        return Gradients(**explicit)
-    squeezing = any(hasattr(d, "straight_through") for d in defended.detector_list)
-    return Gradients(
-        bpda=bool(defended.non_differentiable) or squeezing,
-        eot=eot if defended.randomized else 1,
-        joint=defended.has_detectors,
-    )
-
-
-def _fit_or_load(
-    defended: DefendedModel,
-    run: RunDirectory,
-    trial: TrialConfig,
-    settings: DefenseSettings,
-    device: torch.device,
-) -> float | None:
-    """Fit the defense's detectors once; reuse the saved fit on a re-run."""
-    if not defended.has_detectors:
-        return None
-    path = run.path / FITTED_FILE
-    if path.exists():
-        defended.load_state_dict(load_weights(path))
-        defended.to(device)
-        return None
-    started = time.perf_counter()
-    train = load_split(run.read_config().data.dataset, "train", trial.data.root).images
-    held = settings.held_out_images
-    data = FitData(
-        train=train[: settings.fit_images].to(device),
-        held_out=train[len(train) - held :].to(device),
-        seed=trial.seed,
-    )
-    with seeded(trial.seed):
-        defended.fit(data)
-    save_weights(path, defended.state_dict())
-    return round(time.perf_counter() - started, 3)
+    """The gradients the config states, else the ones the defense calls for."""
+    return automatic_gradients(defended, eot) if explicit is None else Gradients(**explicit)
 
 
 def _surrogate(
