@@ -119,3 +119,27 @@ def test_attack_command_refuses_it_by_name(digits_model: TrainedSubject, model_c
     result = CliRunner().invoke(app, ["attack", str(run), "--attack", "upset", "--steps", "1"])
     assert isinstance(result.exception, ConfigError)
     assert "--attack upset is targeted only" in str(result.exception)
+
+
+def test_robust_accuracy_and_experiment_plans_refuse_a_targeted_only_attack() -> None:
+    import torch
+    from torch import nn
+
+    from robustlab.config import ExperimentConfig, parse_config
+    from robustlab.errors import ConfigError
+    from robustlab.evaluate import robust_accuracy
+    from robustlab.experiments.plan import build_plan
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    x, y = torch.rand(4, 1, 8, 8), torch.arange(4)
+    with pytest.raises(ConfigError, match="targeted only"):
+        robust_accuracy(model, (x, y), [UPSET(eps=0.1)])
+    raw = {
+        "name": "upset-plan",
+        "data": {"dataset": "digits"},
+        "models": [{"name": "convnet"}],
+        "phases": [{"name": "clean", "epochs": 1}],
+        "evaluation": {"phase_end_attacks": [{"name": "upset", "eps": 0.1}]},
+    }
+    with pytest.raises(ConfigError, match="targeted only"):
+        build_plan(parse_config(ExperimentConfig, raw, source="test"))

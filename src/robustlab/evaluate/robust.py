@@ -18,6 +18,7 @@ from torch import nn
 
 from robustlab.attacks.base import Attack
 from robustlab.batching import chunked_forward
+from robustlab.errors import ConfigError
 from robustlab.evaluate.accuracy import require_positive
 from robustlab.modes import eval_mode
 
@@ -74,6 +75,12 @@ def robust_accuracy(
     """
     named = _named(attacks)
     require_positive("robust_accuracy: batch_size", batch_size)
+    for name, attack in named.items():
+        if attack.targeted_only:
+            raise ConfigError(
+                f"attack {name!r} is targeted only (it needs a target class per image); "
+                "robust accuracy is untargeted: choose an untargeted attack"
+            )
     limit = {name: (limits or {}).get(name) or math.inf for name in named}
     common = min(limit.values())
     traced = {name for name, attack in named.items() if trace and _traceable(attack)}

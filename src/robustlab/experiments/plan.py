@@ -115,6 +115,13 @@ def _check_budgets(name: str, trial: TrialConfig, input_shape: tuple[int, ...]) 
         trained_against = training_attack(phase.objective)
         if trained_against is not None:
             attacks.append(trained_against)
+        evaluated = [*trial.phase_attacks(phase), *trial.phase_end_attacks(phase)]
+        for attack in evaluated:
+            if attack.build().targeted_only:
+                raise ConfigError(
+                    f"trial {name}, phase {phase.name!r}: attack {attack.name!r} is targeted "
+                    "only; evaluations measure untargeted robust accuracy"
+                )
         for attack in attacks:
             try:
                 attack.build().check_budget(input_shape)
