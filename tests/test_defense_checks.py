@@ -37,7 +37,10 @@ def adversarial_model(model_cache: Path) -> TrainedSubject:
                 "name": "adversarial",
                 "epochs": 10,
                 "batch_size": 64,
-                "objective": {"type": "adversarial", "attack": {"name": "pgd", "eps": EPS, "steps": 7}},
+                "objective": {
+                    "type": "adversarial",
+                    "attack": {"name": "pgd", "eps": EPS, "steps": 7},
+                },
             },
         ],
         "evaluation": {"train_subset": 0, "attacks": []},
@@ -75,7 +78,9 @@ def test_jpeg_is_flagged_under_the_naive_attack_and_falls_to_bpda(digits_model) 
 
 
 def test_logit_noise_is_flagged_under_the_naive_attack(digits_model) -> None:
-    model = build_defended(digits_model.model, [{"name": "logit-noise", "scale": 0.5}], (1, 8, 8), 10)
+    model = build_defended(
+        digits_model.model, [{"name": "logit-noise", "scale": 0.5}], (1, 8, 8), 10
+    )
     _, flagged = _flags(model, digits_model, _naive(MASKED_EPS), None)
     assert "stochastic" in flagged  # relative noise 0.5: gradients at one input disagree
     eot = AttackPlan(attack=PGD(eps=MASKED_EPS, steps=20), gradients=Gradients(eot=10))
@@ -97,9 +102,48 @@ def test_an_undefended_model_is_not_flagged(digits_model) -> None:
 
 
 def test_checks_are_reproducible(digits_model) -> None:
-    model = build_defended(digits_model.model, [{"name": "logit-noise", "scale": 0.5}], (1, 8, 8), 10)
+    model = build_defended(
+        digits_model.model, [{"name": "logit-noise", "scale": 0.5}], (1, 8, 8), 10
+    )
     x, y = digits_model.batch(50)
     plan = _naive()
     first = evaluate_plan(model, x, y, plan, seed=3).robust
     second = evaluate_plan(model, x, y, plan, seed=3).robust
     assert torch.equal(first, second)
+
+
+@pytest.fixture(scope="module")
+def distilled_model(model_cache: Path) -> TrainedSubject:
+    """thesis-shallow on digits by defensive distillation: a teacher trained at T = 100, then
+    a student on its soft labels at T = 100, deployed at T = 1."""
+    phase = {"epochs": 8, "batch_size": 64}
+    raw = {
+        "data": {"dataset": "digits"},
+        "model": {"name": "thesis-shallow"},
+        "device": "cpu",
+        "phases": [
+            {**phase, "name": "teacher", "objective": {"type": "standard", "temperature": 100}},
+            {
+                **phase,
+                "name": "student",
+                "objective": {
+                    "type": "distillation",
+                    "teacher_phase": "teacher",
+                    "temperature": 100,
+                },
+            },
+        ],
+        "evaluation": {"train_subset": 0, "attacks": []},
+    }
+    return _trained(model_cache, "digits-shallow-distilled-v2", raw, None)
+
+
+def test_distillation_is_flagged_under_the_naive_attack_and_falls_to_the_cw_loss(
+    distilled_model, digits_model
+) -> None:
+    naive, flagged = _flags(distilled_model.model, distilled_model, _naive(MASKED_EPS), None)
+    assert "gradients" in flagged  # the saturated softmax: cross-entropy gradients underflow
+    cw = AttackPlan(attack=PGD(eps=MASKED_EPS, steps=20, loss="cw"))
+    adaptive, adaptive_flags = _flags(distilled_model.model, distilled_model, cw, None)
+    assert "gradients" not in adaptive_flags  # the margin loss has gradients where CE had none
+    assert adaptive < naive - 0.3

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.attacks.base import Attack
+from robustlab.attacks.losses import LOSSES
 from robustlab.attacks.registry import build_attack
 from robustlab.attacks.validation import ball_diameter
 from robustlab.defenses import gradient_view
@@ -244,14 +245,17 @@ def _scaled_budget(attack: Attack, eps: float) -> Attack:
 def _input_gradients(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: AttackPlan, seed: int
 ) -> torch.Tensor:
-    """∇ₓ of the cross-entropy the plan's attack would ascend, through its gradient view."""
+    """∇ₓ of the loss the plan's attack ascends (its ``loss`` if it names one of the shared
+    losses, else cross-entropy), through its gradient view."""
     view = gradient_view(model, plan.gradients)
+    name = str(getattr(plan.attack, "loss", "ce"))
+    loss_fn = LOSSES.get(name if name in LOSSES else "ce")
     grads = []
     with eval_mode(view), torch.enable_grad(), seeded(seed):
         for start in range(0, len(x), 250):
             chunk = x[start : start + 250].clone().requires_grad_(True)
             logits = view(chunk).float()
-            loss = F.cross_entropy(logits, y[start : start + 250], reduction="sum")
+            loss = loss_fn(logits, y[start : start + 250], None).sum()
             (grad,) = torch.autograd.grad(loss, chunk)
             grads.append(grad.detach())
     return torch.cat(grads)
