@@ -13,7 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from robustlab.config.attacks import AttackConfig
 from robustlab.config.base import NAME_PATTERN, StrictModel
-from robustlab.config.objectives import ObjectiveConfig, StandardObjectiveConfig, training_attack
+from robustlab.config.objectives import (
+    ObjectiveConfig,
+    StandardObjectiveConfig,
+    check_teacher_phases,
+    training_attack,
+)
 from robustlab.config.threat import Threat
 
 
@@ -218,6 +223,7 @@ class TrialConfig(StrictModel):
     @classmethod
     def _unique_phase_names(cls, phases: list[PhaseConfig]) -> list[PhaseConfig]:
         check_phase_names(phases)
+        check_teacher_phases(phases)
         flags = [phase.shared for phase in phases]
         if flags != sorted(flags, reverse=True):
             raise ValueError(

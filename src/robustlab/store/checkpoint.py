@@ -40,6 +40,8 @@ class TrainingState:
     shuffle_rng: torch.Tensor
     cuda_rng: list[torch.Tensor] | None
     train_seconds: float
+    objective: dict[str, Any] | None = None
+    """The phase's objective's own state (``Objective.state_dict``); absent in older files."""
 
 
 def save_training_state(path: Path, state: TrainingState) -> None:
@@ -54,6 +56,7 @@ def save_training_state(path: Path, state: TrainingState) -> None:
         "shuffle_rng": state.shuffle_rng,
         "cuda_rng": state.cuda_rng,
         "train_seconds": state.train_seconds,
+        "objective": state.objective,
     }
     write_recorded(path, lambda handle: torch.save(payload, handle))
 
@@ -84,6 +87,7 @@ def load_training_state(path: Path) -> TrainingState:
         shuffle_rng=payload["shuffle_rng"],
         cuda_rng=payload["cuda_rng"],
         train_seconds=float(payload["train_seconds"]),
+        objective=payload.get("objective"),
     )
 
 

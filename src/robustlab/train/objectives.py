@@ -8,7 +8,10 @@ parameter gradients or the model's mode, so they run safely inside a training st
 
 Two hooks serve free adversarial training, which reuses one backward pass for the weights
 and the perturbation: ``replays`` (how often the trainer steps on each minibatch) and
-``after_backward`` (called after every backward pass).
+``after_backward`` (called after every backward pass). ``state_dict``/``load_state_dict``
+carry an objective's own trained state (the generator of ``generative``) through checkpoints.
+The defences of ``regularisers``, ``distillation`` and ``generative`` register themselves
+from their modules, imported at the bottom of this one.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from robustlab.config.objectives import (
     StandardObjectiveConfig,
     TradesObjectiveConfig,
 )
+from robustlab.errors import CheckpointError
 from robustlab.registry import Registry
 
 
@@ -76,19 +80,35 @@ class Objective:
         """The attack this objective trains against at full strength (None: standard)."""
         return None
 
+    def state_dict(self) -> dict[str, Any] | None:
+        """State the objective learns across epochs, saved with every checkpoint so a resumed
+        run continues it exactly (None: it keeps none). Tensors and builtin containers only."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned, when a run resumes mid-phase."""
+        raise CheckpointError(
+            f"the checkpoint holds state for a {type(self).__name__}, which keeps none; "
+            "it belongs to another config"
+        )
+
 
 OBJECTIVES: Registry[Callable[[Any], Objective]] = Registry("objective")
 
 
 @dataclass(frozen=True)
 class StandardObjective(Objective):
+    """CE on clean inputs; at ``temperature`` T on logits / T (a distillation teacher)."""
+
     label_smoothing: float = 0.0
+    temperature: float = 1.0
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: TrainingStep | None = None
     ) -> ObjectiveOutput:
         logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        scaled = logits.float() if self.temperature == 1.0 else logits.float() / self.temperature
+        loss = F.cross_entropy(scaled, y, label_smoothing=self.label_smoothing)
         return ObjectiveOutput(loss=loss, logits=logits)
 
 
@@ -224,7 +244,7 @@ class FreeObjective(Objective):
 
 
 def _build_standard(config: StandardObjectiveConfig) -> Objective:
-    return StandardObjective(label_smoothing=config.label_smoothing)
+    return StandardObjective(label_smoothing=config.label_smoothing, temperature=config.temperature)
 
 
 def _build_adversarial(config: AdversarialObjectiveConfig | FGSMRSObjectiveConfig) -> Objective:
@@ -266,3 +286,8 @@ OBJECTIVES.add(
 
 def build_objective(config: ObjectiveConfig) -> Objective:
     return OBJECTIVES.get(config.type)(config)
+
+
+# The defences of the thesis's survey register themselves; imported last, as they build on
+# the names above.
+from robustlab.train import distillation, generative, regularisers  # noqa: E402, F401

@@ -1,8 +1,8 @@
 """A run's bookkeeping beside the training loop: where to resume, what to probe, what to report.
 
 Kept out of ``trainer`` so that module reads as the loop alone; everything here reads the
-config, a checkpoint or the run's metrics (``diverged`` also records itself there) and trains
-nothing.
+config, a checkpoint or the run's metrics (``diverged`` and ``stop_phase_early`` also record
+themselves there) and trains nothing.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from robustlab.config import PhaseConfig, TrialConfig
 from robustlab.errors import CheckpointError, TrainingDivergedError
-from robustlab.store.checkpoint import TrainingState
+from robustlab.store.checkpoint import TrainingState, apply_weights, load_training_state
 from robustlab.store.index import differing_fields
 from robustlab.store.runs import RunDirectory, comparable_config
 
@@ -134,4 +135,35 @@ def diverged(run: RunDirectory, phase: PhaseConfig, epoch: int, batch: int, loss
         f"training loss became {loss} in phase {phase.name!r}, epoch {epoch}, batch {batch + 1}; "
         f"{kept}. Lower phases[].optimizer.lr (now {phase.optimizer.lr}) or set "
         "phases[].max_grad_norm, then start a new run."
+    )
+
+
+def stop_phase_early(
+    run: RunDirectory,
+    model: nn.Module,
+    phase: PhaseConfig,
+    phase_index: int,
+    epoch: int,
+    global_epoch: int,
+    check: dict[str, Any],
+) -> None:
+    """Catastrophic overfitting: go back to the weights before this epoch and end the phase
+    (Wong et al. 2020 stop early the same way)."""
+    restored = "none (no earlier checkpoint)"
+    if run.last_checkpoint.exists():
+        last = run.last_checkpoint
+        apply_weights(model, load_training_state(last).model, last)
+        restored = f"weights after global epoch {global_epoch - 1}"
+    run.append_metrics(
+        {
+            "event": "early_stop",
+            "phase": phase.name,
+            "phase_index": phase_index,
+            "epoch": epoch,
+            "global_epoch": global_epoch,
+            "reason": "catastrophic overfitting: accuracy under PGD-"
+            f"{check['pgd_steps']} fell to {check['pgd_acc']:.2%} while the training attack's "
+            f"stayed at {check['train_attack_acc']:.2%}",
+            "restored": restored,
+        }
     )

@@ -35,6 +35,7 @@ from robustlab.store.checkpoint import (
 )
 from robustlab.store.loading import build_for_dataset
 from robustlab.store.runs import RunDirectory
+from robustlab.train.distillation import prepare_distillation
 from robustlab.train.inputs import TrialData, choose_dataset, load_trial_data
 from robustlab.train.monitoring import (
     build_attacks,
@@ -54,6 +55,7 @@ from robustlab.train.run_state import (
     phase_end_summaries,
     position_after,
     probe_size,
+    stop_phase_early,
     train_eval_subset,
 )
 from robustlab.train.schedules import build_optimizer, learning_rate, set_learning_rate
@@ -112,6 +114,7 @@ def _train_locked(
     position = Position()
     train_seconds = 0.0
     saved_optimizer: dict[str, Any] | None = None
+    saved_objective: dict[str, Any] | None = None
 
     if run.last_checkpoint.exists():
         state = load_training_state(run.last_checkpoint)
@@ -122,7 +125,8 @@ def _train_locked(
             torch.cuda.set_rng_state_all(state.cuda_rng)
         position = position_after(config, state)
         train_seconds = state.train_seconds
-        saved_optimizer = state.optimizer if position.epochs_done > 0 else None
+        if position.epochs_done > 0:  # mid-phase: the phase's optimiser and objective go on
+            saved_optimizer, saved_objective = state.optimizer, state.objective
         run.truncate_metrics(state.global_epoch)
     else:
         run.path.mkdir(parents=True, exist_ok=True)
@@ -154,7 +158,8 @@ def _train_locked(
     )
     for phase_index in range(position.phase_index, len(config.phases)):
         start = position.epochs_done if phase_index == position.phase_index else 0
-        _run_phase(context, phase_index, start, saved_optimizer if start > 0 else None)
+        saved = (saved_optimizer, saved_objective) if start > 0 else (None, None)
+        _run_phase(context, phase_index, start, *saved)
 
     final = final_metrics(run)
     phase_ends = phase_end_summaries(run)
@@ -211,9 +216,25 @@ class _PhaseState:
 
 
 def _run_phase(
-    ctx: _TrialContext, phase_index: int, start_epoch: int, optimizer_state: dict[str, Any] | None
+    ctx: _TrialContext,
+    phase_index: int,
+    start_epoch: int,
+    optimizer_state: dict[str, Any] | None,
+    objective_state: dict[str, Any] | None,
 ) -> None:
     phase = ctx.config.phases[phase_index]
+    objective = build_objective(phase.objective)
+    prepare_distillation(
+        objective,
+        ctx.config,
+        phase_index,
+        ctx.run,
+        ctx.model,
+        ctx.data.info,
+        fresh=start_epoch == 0,
+    )
+    if objective_state is not None:
+        objective.load_state_dict(objective_state)
     optimizer = build_optimizer(phase.optimizer, ctx.model.parameters())
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -221,7 +242,7 @@ def _run_phase(
         index=phase_index,
         config=phase,
         optimizer=optimizer,
-        objective=build_objective(phase.objective),
+        objective=objective,
         epoch_attacks=build_attacks(ctx.config.phase_attacks(phase)),
         best_probe_pgd_acc=best_probe_accuracy(ctx.run, phase_index),
     )
@@ -350,7 +371,8 @@ def _end_epoch(
     ctx.run.append_metrics(record)
     ctx.reporter.epoch_done(record)  # before the phase-end evaluation, so the log reads in order
     if stop:
-        _stop_phase_early(ctx, state, epoch, global_epoch, record["overfitting"])
+        where = (state.config, state.index, epoch, global_epoch)
+        stop_phase_early(ctx.run, ctx.model, *where, record["overfitting"])
     last_of_phase = stop or epoch == phase.epochs
     if last_of_phase:
         _evaluate_phase_end(ctx, state, epoch, global_epoch)
@@ -366,36 +388,12 @@ def _end_epoch(
             shuffle_rng=ctx.shuffle_rng.get_state(),
             cuda_rng=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             train_seconds=ctx.train_seconds,
+            objective=state.objective.state_dict(),
         ),
     )
     if last_of_phase:
         save_weights(ctx.run.phase_weights(phase.name), ctx.model.state_dict())
     return stop
-
-
-def _stop_phase_early(
-    ctx: _TrialContext, state: _PhaseState, epoch: int, global_epoch: int, check: dict[str, Any]
-) -> None:
-    """Catastrophic overfitting: go back to the weights before this epoch and end the phase
-    (Wong et al. 2020 stop early the same way)."""
-    restored = "none (no earlier checkpoint)"
-    if ctx.run.last_checkpoint.exists():
-        last = ctx.run.last_checkpoint
-        apply_weights(ctx.model, load_training_state(last).model, last)
-        restored = f"weights after global epoch {global_epoch - 1}"
-    ctx.run.append_metrics(
-        {
-            "event": "early_stop",
-            "phase": state.config.name,
-            "phase_index": state.index,
-            "epoch": epoch,
-            "global_epoch": global_epoch,
-            "reason": "catastrophic overfitting: accuracy under PGD-"
-            f"{check['pgd_steps']} fell to {check['pgd_acc']:.2%} while the training attack's "
-            f"stayed at {check['train_attack_acc']:.2%}",
-            "restored": restored,
-        }
-    )
 
 
 def _evaluate_phase_end(
