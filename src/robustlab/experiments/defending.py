@@ -126,7 +126,7 @@ def _evaluate(
         scored = evaluate_plan(
             defended, x, y, plan, batch_size=settings.batch_size, seed=trial.seed
         )
-        alone = scored.robust_accuracy
+        alone, own = scored.robust_accuracy, scored.robust
         if held is not None:  # the adaptive figure is the worst case over both attacks
             scored = dataclasses.replace(scored, robust=scored.robust & held)
         held = scored.robust
@@ -140,6 +140,7 @@ def _evaluate(
             surrogate=surrogate,
             seed=trial.seed,
             batch_size=settings.batch_size,
+            own=own,
         )
         result[label] = {
             "attack": plan.describe(),
