@@ -15,22 +15,25 @@ def print_checked(run_dir: Path, evaluation: CheckedEvaluation) -> None:
         if evaluation.false_positive_rate is None
         else f", clean rejected {evaluation.false_positive_rate:.2%}"
     )
+    rows = [
+        [
+            item.name,
+            str(item.plan["gradients"]),
+            f"{item.summary['robust_acc']:.2%}",
+            f"{item.summary['success_rate']:.2%}",
+            f"{item.summary['rejected_share']:.2%}",
+            f"{item.summary['seconds']:.1f}s",
+            ", ".join(item.flagged) or ("none" if item.checks else "not run"),
+        ]
+        for item in evaluation.attacks
+    ]
+    if evaluation.worst_case_accuracy is not None:
+        rows.append(["worst case", "", f"{evaluation.worst_case_accuracy:.2%}", "", "", "", ""])
     print_table(
         f"{run_dir} ({defended}): first {evaluation.images} test images, clean accuracy "
         f"{evaluation.clean_accuracy:.2%}{rejected}",
         ["attack", "gradients", "robust acc", "success", "rejected", "time", "failed checks"],
-        [
-            [
-                item.name,
-                str(item.plan["gradients"]),
-                f"{item.summary['robust_acc']:.2%}",
-                f"{item.summary['success_rate']:.2%}",
-                f"{item.summary['rejected_share']:.2%}",
-                f"{item.summary['seconds']:.1f}s",
-                ", ".join(item.flagged) or ("none" if item.checks else "not run"),
-            ]
-            for item in evaluation.attacks
-        ],
+        rows,
     )
     rows = [
         [item.name, check.name, "pass" if check.passed else "FAIL", check.measured, check.advice]

@@ -48,6 +48,8 @@ class CheckedEvaluation:
     false_positive_rate: float | None
     attacks: list[CheckedAttack]
     results_file: Path
+    worst_case_accuracy: float | None = None
+    """Robust only if every attack failed on the image (with several attacks)."""
 
 
 def evaluate_with_checks(
@@ -79,8 +81,10 @@ def evaluate_with_checks(
     seed = loaded.trained.config.seed
     predicted, rejected = deployed_answers(defended, x, seed)
     results = []
+    held = predicted == y
     for attack, plan in zip(attacks, plans, strict=True):
         scored = evaluate_plan(defended, x, y, plan, batch_size=batch_size, seed=seed)
+        held &= scored.robust
         checks = run_checks(
             defended,
             x,
@@ -94,12 +98,14 @@ def evaluate_with_checks(
         results.append(CheckedAttack(attack_key(attack), plan.describe(), scored.summary(), checks))
     clean = float((predicted == y).float().mean())
     false_positives = float(rejected.float().mean()) if defended.has_detectors else None
+    worst = float(held.float().mean()) if len(results) > 1 else None
     evaluation = {
         "weights": loaded.trained.weights,
         "defenses": defended.names,
         "images": len(y),
         "clean_accuracy": clean,
         "false_positive_rate": false_positives,
+        "worst_case_acc": worst,
         "attacks": [
             {
                 "name": item.name,
@@ -121,4 +127,5 @@ def evaluate_with_checks(
         false_positive_rate=false_positives,
         attacks=results,
         results_file=path,
+        worst_case_accuracy=worst,
     )
