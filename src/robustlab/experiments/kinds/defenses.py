@@ -149,9 +149,15 @@ class Defenses(ExperimentKind):
         threat = resolve_threat(spec.threat, None)
         for label, attack in self._attacks(options, spec.point.label):
             try:
-                attack.with_threat(threat).build().check_budget(info.input_shape)
+                built = attack.with_threat(threat).build()
+                built.check_budget(info.input_shape)
             except RobustlabError as error:
                 raise ValueError(f"{where}, {label} attack: {error}") from None
+            if label == "adaptive" and defended.has_detectors and built.untargeted_only:
+                raise ValueError(
+                    f"{where}: the adaptive attack on detectors is targeted at runner-up "
+                    f"classes, but {attack.name!r} has no targeted variant: choose e.g. pgd"
+                )
 
     def _attacks(
         self, options: DefensesOptions, label: str | None
