@@ -116,7 +116,11 @@ def test_square_confirms_the_stand_ins_successes_with_the_model(
             logits[:, 1] = 10.0  # never the label 0: "fooled" every time
             return logits
 
-    monkeypatch.setattr("robustlab.attacks.square.forward_only_view", lambda model, x: Liar())
+    class FrozenLiar(Liar, FrozenForward):  # a stand-in that is not the model
+        def __init__(self) -> None:
+            nn.Module.__init__(self)
+
+    monkeypatch.setattr("robustlab.attacks.square.forward_only_view", lambda model, x: FrozenLiar())
     outcome = Square(eps=0.05, queries=20, seed=0).run(model, x, y)
     assert outcome.queries is not None
     with torch.no_grad():

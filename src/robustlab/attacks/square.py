@@ -20,7 +20,7 @@ from robustlab.attacks.base import Attack, AttackContext, AttackOutcome
 from robustlab.attacks.losses import AttackLoss, cross_entropy, cw_margin
 from robustlab.attacks.registry import register_attack
 from robustlab.attacks.validation import check_count, check_eps, check_range
-from robustlab.batching import forward_only_view
+from robustlab.batching import FrozenForward, forward_only_view
 
 SquareNorm = Literal["linf", "l2"]
 SquareLoss = Literal["margin", "ce"]
@@ -110,10 +110,11 @@ class Square(Attack):
     ) -> AttackOutcome:
         if x.dim() != 4:
             raise ValueError(f"Square needs images (N, C, H, W), got shape {tuple(x.shape)}")
-        # Thousands of forward passes and no gradient: a stand-in runs them faster, and the
-        # model itself confirms each success.
+        # Thousands of forward passes and no gradient: a stand-in runs them faster. A frozen
+        # copy is not the model, so the model itself confirms each success; the channels-last
+        # view runs the model's own forward, so every query is seen once, as counted.
         view = forward_only_view(context.model, x)
-        reference = None if view is context.model else context.model
+        reference = context.model if isinstance(view, FrozenForward) else None
         fast = replace(context, model=view, reference=reference)
         with torch.no_grad():
             x_adv, queries = self._search(fast, x, y, target)
