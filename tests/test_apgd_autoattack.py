@@ -161,6 +161,23 @@ class CountingModel(nn.Module):
         return output
 
 
+def test_apgd_early_stop_drops_fooled_examples(digits_model: TrainedSubject) -> None:
+    """With ``early_stop`` a fooled example leaves the run for good: the model sees it once
+    per step until then and never again, while a robust example is evaluated at the start
+    and at every step. The cascade's speed at small image counts rests on this."""
+    eps, steps = 0.1, 20
+    x, y = digits_model.batch(48)
+    counting = CountingModel(digits_model.model, x, eps)
+    x_adv = APGD(eps=eps, steps=steps, early_stop=True)(counting, x, y)
+    with torch.no_grad():
+        fooled = digits_model.model(x_adv).argmax(dim=1) != y
+        clean_wrong = digits_model.model(x).argmax(dim=1) != y
+    assert 0 < int(fooled.sum()) < len(y)  # the test needs both kinds
+    assert torch.all(counting.calls[~fooled] == 1 + steps)
+    assert torch.all(counting.calls[clean_wrong] == 1)
+    assert bool((counting.calls[fooled & ~clean_wrong] < 1 + steps).any())
+
+
 def cascade(outcome: AttackOutcome) -> CascadeRecord:
     """The record every AutoAttack run returns with its batch."""
     assert outcome.cascade is not None

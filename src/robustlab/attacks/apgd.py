@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -23,8 +23,6 @@ from robustlab.attacks.registry import register_attack
 from robustlab.attacks.validation import check_count, check_eps, check_range, check_steps
 
 APGDNorm = Literal["linf", "l2"]
-_Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None", "torch.Tensor | None"]
-"""Clean inputs, labels, loss target and success target of one run."""
 APGDLoss = Literal["ce", "dlr"]
 
 MOMENTUM = 0.75
@@ -48,8 +46,19 @@ def checkpoints(steps: int) -> list[int]:
 
 @dataclass
 class _RunState:
-    """Per-example state of one APGD run; every tensor has one row per example."""
+    """Per-example state of one APGD run, packed: row i of every tensor belongs to example
+    ``rows[i]`` of the batch (``x``, ``y`` and the targets are packed alike).
 
+    With early stopping a fooled example is written out and dropped (``keep``), so a step
+    works on whole tensors: gathering and scattering the active rows of full-batch state at
+    every step cost more than the model's own pass on small models and batches.
+    """
+
+    rows: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor | None
+    success_target: torch.Tensor | None
     current: torch.Tensor
     previous: torch.Tensor
     grad: torch.Tensor
@@ -64,6 +73,35 @@ class _RunState:
     increases: torch.Tensor
     best_loss_at_check: torch.Tensor
     halved_at_check: torch.Tensor
+
+    def keep(self, index: torch.Tensor) -> _RunState:
+        """The state of rows ``index`` only."""
+        kept: dict[str, Any] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            kept[field.name] = None if value is None else value[index]
+        return _RunState(**kept)
+
+    def returned(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row: the highest-loss fooling point if one was found, else the highest-loss
+        point, and its loss."""
+        point = torch.where(_rows(self.found, self.x), self.found_point, self.best)
+        loss = torch.where(self.found, self.found_loss, self.best_loss)
+        return point, loss
+
+
+@dataclass
+class _RunResult:
+    """One run's answer for the whole batch, filled as examples finish."""
+
+    point: torch.Tensor
+    loss: torch.Tensor
+    found: torch.Tensor
+
+    def write(self, state: _RunState) -> None:
+        point, loss = state.returned()
+        self.point[state.rows], self.loss[state.rows] = point, loss
+        self.found[state.rows] = state.found
 
 
 @register_attack
@@ -140,6 +178,11 @@ class APGD(Attack):
         logits, loss, grad = self._evaluate(context, start, y, target, with_grad=self.steps > 0)
         won = context.success(logits, start, y, success_target)
         state = _RunState(
+            rows=torch.arange(len(x), device=x.device),
+            x=x,
+            y=y,
+            target=target,
+            success_target=success_target,
             current=start,
             previous=start.clone(),
             grad=grad,
@@ -155,73 +198,69 @@ class APGD(Attack):
             best_loss_at_check=loss.clone(),
             halved_at_check=torch.zeros(len(x), dtype=torch.bool, device=x.device),
         )
+        result = _RunResult(torch.empty_like(x), torch.empty_like(loss), won.clone())
+        state = self._drop_fooled(state, won, result)
         marks = checkpoints(self.steps)
         windows = {mark: mark - before for before, mark in zip([0, *marks], marks, strict=False)}
-        active = torch.arange(len(x), device=x.device)
-        if self.early_stop:
-            active = active[~won]
         for iteration in range(self.steps):
-            if len(active) > 0:
-                active = self._step(
-                    context,
-                    state,
-                    norm,
-                    (x, y, target, success_target),
-                    active,
-                    first=iteration == 0,
-                    last=iteration == self.steps - 1,
-                )
-            window = windows.get(iteration + 1)
-            if window is not None:
-                self._checkpoint(state, window)
-            if len(active) == 0:
+            if len(state.rows) == 0:
                 break
-        point = torch.where(_rows(state.found, x), state.found_point, state.best)
-        loss = torch.where(state.found, state.found_loss, state.best_loss)
-        return point, loss, state.found
+            won = self._step(
+                context, state, norm, first=iteration == 0, last=iteration == self.steps - 1
+            )
+            state = self._drop_fooled(state, won, result)
+            window = windows.get(iteration + 1)
+            if window is not None and len(state.rows) > 0:
+                self._checkpoint(state, window)
+        result.write(state)
+        return result.point, result.loss, result.found
+
+    def _drop_fooled(self, state: _RunState, won: torch.Tensor, result: _RunResult) -> _RunState:
+        """With ``early_stop``: write out the examples fooled this step and stop stepping them
+        (their returned point can no longer change); otherwise the state as it is."""
+        if not self.early_stop or not bool(won.any()):
+            return state
+        result.write(state.keep(won))
+        return state.keep(~won)
 
     def _step(
         self,
         context: AttackContext,
         state: _RunState,
         norm: Norm,
-        batch: _Batch,
-        active: torch.Tensor,
         *,
         first: bool,
         last: bool,
     ) -> torch.Tensor:
-        """Move the active examples one momentum step; return the examples still active."""
-        x, y, target, success_target = batch
-        origin, current = x[active], state.current[active]
+        """Move every example of the state one momentum step; return which were fooled."""
+        current = state.current
         with torch.no_grad():
-            step = _rows(state.step[active], current)
-            ascent = self._project(norm, origin, current + step * norm.steepest(state.grad[active]))
+            step = _rows(state.step, current)
+            ascent = self._project(norm, state.x, current + step * norm.steepest(state.grad))
             if not first:
                 moved = current + MOMENTUM * (ascent - current)
-                moved = moved + (1 - MOMENTUM) * (current - state.previous[active])
-                ascent = self._project(norm, origin, moved)
-        t = None if target is None else target[active]
-        logits, loss, grad = self._evaluate(context, ascent, y[active], t, with_grad=not last)
+                moved = moved + (1 - MOMENTUM) * (current - state.previous)
+                ascent = self._project(norm, state.x, moved)
+        logits, loss, grad = self._evaluate(
+            context, ascent, state.y, state.target, with_grad=not last
+        )
         with torch.no_grad():
-            state.previous[active] = current
-            state.current[active] = ascent
-            state.grad[active] = grad
-            state.increases[active] += (loss > state.loss[active]).float()
-            state.loss[active] = loss
-            improved = loss > state.best_loss[active]
-            rows = active[improved]
-            state.best[rows] = ascent[improved]
-            state.best_loss[rows] = loss[improved]
-            state.best_grad[rows] = grad[improved]
-            s = None if success_target is None else success_target[active]
-            won = context.success(logits, ascent, y[active], s)
-            better_find = won & (~state.found[active] | (loss > state.found_loss[active]))
-            rows = active[better_find]
-            state.found_point[rows] = ascent[better_find]
-            state.found_loss[rows] = loss[better_find]
-            state.found[active[won]] = True
-        return active[~won] if self.early_stop else active
+            state.previous, state.current, state.grad = current, ascent, grad
+            state.increases += (loss > state.loss).float()
+            state.loss = loss
+            # Row selection by ``where``: masked assignment costs three operations (and a
+            # synchronising nonzero) where one does.
+            improved = loss > state.best_loss
+            rows = _rows(improved, ascent)
+            state.best = torch.where(rows, ascent, state.best)
+            state.best_grad = torch.where(rows, grad, state.best_grad)
+            state.best_loss = torch.where(improved, loss, state.best_loss)
+            won = context.success(logits, ascent, state.y, state.success_target)
+            better_find = won & (~state.found | (loss > state.found_loss))
+            state.found_point = torch.where(_rows(better_find, ascent), ascent, state.found_point)
+            state.found_loss = torch.where(better_find, loss, state.found_loss)
+            state.found = state.found | won
+        return won
 
     def _checkpoint(self, state: _RunState, window: int) -> None:
         """Halve the step where progress stalled, and restart those examples from their best.

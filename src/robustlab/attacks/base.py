@@ -78,6 +78,9 @@ class AttackContext:
     """Record the fooled count after every step (only attacks that declare ``traceable``)."""
     budgets: torch.Tensor | None = None
     """Per-example radii replacing ``eps`` (only attacks that declare ``accepts_budgets``)."""
+    reference: nn.Module | None = None
+    """The model whose answer decides success when ``model`` is a faster stand-in that
+    matches it only to float rounding (``robustlab.batching.forward_only_view``)."""
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Model output as float32 logits, under bf16 autocast when asked."""
@@ -88,10 +91,12 @@ class AttackContext:
     def confirmed_fooled(
         self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
     ) -> torch.Tensor:
-        """Success judged in full precision: under bf16 a borderline example can look fooled
-        when it is not, and an attack must not stop early on such an example."""
+        """Success judged in full precision by the reference model: under bf16 or a stand-in
+        a borderline example can look fooled when it is not, and an attack must not stop
+        early on such an example."""
+        judge = self.model if self.reference is None else self.reference
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            return fooled(chunked_forward(self.model, x).float(), y, target)
+            return fooled(chunked_forward(judge, x).float(), y, target)
 
     def success(
         self,
@@ -102,9 +107,11 @@ class AttackContext:
     ) -> torch.Tensor:
         """Per-example success of inputs ``x`` whose ``logits`` came from ``self.logits``:
         under bf16 every claimed success is re-checked in fp32 (cheap: only the hits are
-        re-run), so attacks that stop on success never stop on a false one."""
+        re-run), so attacks that stop on success never stop on a false one; so is every
+        success of a stand-in model, with the ``reference`` model."""
         won = fooled(logits, y, target)
-        if self.precision != "fp32" and bool(won.any()):
+        exact = self.precision == "fp32" and self.reference is None
+        if not exact and bool(won.any()):
             index = won.nonzero().squeeze(1)
             chosen = None if target is None else target[index]
             won[index] = self.confirmed_fooled(x[index].detach(), y[index], chosen)

@@ -1,11 +1,14 @@
 """Run an experiment's plan; a re-run skips finished trials and resumes the rest.
 
-Order: (1) the shared phases of every trial, trained once per distinct prefix; (2) the
+Work: (1) the shared phases of every trial, trained once per distinct prefix; (2) the
 calibration, when trials train at the calibrated ε; (3) every trial not yet finished, started
 from its shared prefix; (4) the kind's own evaluation of each trained trial, if it has one
-(the defenses kind's attacks); (5) ``summary.json`` and the report. Each step is on disk before the
-next starts, and the trial index records every trial's status as it goes, so an interrupted
-run picks up where it stopped. Steps (1), (3) and (4) go through the configured executor.
+(the defenses kind's attacks); (5) ``summary.json`` and the report. (1), (3) and (4) are jobs
+of one executor run, each started as soon as the jobs it needs are done (a trial its shared
+prefix, an evaluation the trials it reads), so no core waits for a whole stage to end; only a
+calibration, which needs every shared prefix, splits them into two runs. Everything is on
+disk before what needs it starts, and the trial index records every trial's status as it
+goes, so an interrupted run picks up where it stopped.
 
 Everything that can be checked is checked before the experiment folder is touched; then this
 process locks it for the whole run (a second ``robustlab run`` of it is refused, naming this
@@ -78,9 +81,13 @@ def _run_locked(
     _check_unchanged(index, folder, known)  # before any work: a changed trial is refused now
     folder.write_config(config)
 
-    _train_shared_phases(plan, out, index, executor, reporter)
-    eps = None
-    if config.calibration is not None:
+    shared = _shared_jobs(plan, out, index)
+    if config.calibration is None:
+        trials = [spec.resolve(None) for spec in plan.trials]
+        _check_unchanged(index, folder, {trial.trial: trial for trial in trials})
+    else:  # every shared prefix must be trained before ε is known
+        _run_jobs(executor, shared, reporter, _IndexEvents(index, {}, quiet=set()))
+        shared = []
         reporter.status("calibrating ε on the standard-trained models")
         before = [spec.before_calibration() for spec in plan.trials]
         calibration = calibrate_experiment(config.calibration, before, out, folder)
@@ -89,11 +96,17 @@ def _run_locked(
             f"calibrated ε* = {eps:.4f} ({calibration['attack']}, "
             f"{calibration['target_success']:.0%} success)"
         )
-    trials = [spec.resolve(eps) for spec in plan.trials]
-    _check_unchanged(index, folder, {trial.trial: trial for trial in trials})
-
-    results = _train_trials(plan, trials, out, folder, index, executor, reporter)
-    _evaluate_trials(plan, trials, out, executor, reporter)
+        trials = [spec.resolve(eps) for spec in plan.trials]
+        _check_unchanged(index, folder, {trial.trial: trial for trial in trials})
+    training = _trial_jobs(plan, trials, out, folder, index, {job.label for job in shared})
+    evaluations = _evaluation_jobs(plan, trials, out, {job.label for job in training})
+    events = _IndexEvents(
+        index,
+        {trial.trial: trial for trial in trials},
+        quiet={job.label for job in evaluations},  # not trials: their file is their record
+    )
+    _run_jobs(executor, [*shared, *training, *evaluations], reporter, events)
+    results = [folder.trial(trial.trial).read_results() for trial in trials]
     folder.write_summary(
         {"trials": results, "calibration": folder.read_calibration(), "provenance": provenance()}
     )
@@ -117,57 +130,66 @@ def _check_unchanged(
         )
 
 
-def _train_shared_phases(
-    plan: Plan, out: Path, index: TrialIndex, executor: Executor, reporter: TrainingReporter
-) -> None:
+def _shared_jobs(plan: Plan, out: Path, index: TrialIndex) -> list[Job[Any]]:
+    """A job per distinct shared prefix not yet trained."""
     prefixes: dict[str, tuple[TrialConfig, TrialSpec]] = {}
     for spec in plan.trials:
         prefix = shared_prefix(spec.before_calibration())
         if prefix is not None and prefix.trial not in prefixes:
             prefixes[prefix.trial] = (prefix, spec)
-    jobs = []
+    jobs: list[Job[Any]] = []
     for name, (prefix, spec) in prefixes.items():
         index.register(name, role="shared", model=spec.model, seed=spec.seed, point={})
         if shared_run(out, prefix).is_finished:
             index.mark_done(name, {})
             continue
         jobs.append(Job(name, partial(_train_shared, prefix, out), plan.cost(spec)))
-    _raise_failures(executor.run(jobs, reporter, _IndexEvents(index)))
+    return jobs
 
 
-def _train_trials(
+def _trial_jobs(
     plan: Plan,
     trials: list[TrialConfig],
     out: Path,
     folder: ExperimentDirectory,
     index: TrialIndex,
-    executor: Executor,
-    reporter: TrainingReporter,
-) -> list[dict[str, Any]]:
-    jobs = []
+    pending_shared: set[str],
+) -> list[Job[Any]]:
+    """A job per trial not yet finished, after its shared prefix if that is still to train."""
+    jobs: list[Job[Any]] = []
     for spec, trial in zip(plan.trials, trials, strict=True):
         run = folder.trial(trial.trial)
         if run.is_finished:  # never redone; the index catches up if a kill left it behind
             index.mark_done(trial.trial, trial_summary(run.read_results(), trial))
             continue
+        prefix = shared_prefix(trial)
+        after = (prefix.trial,) if prefix is not None and prefix.trial in pending_shared else ()
         work = partial(_train_trial, trial, out, folder.path)
-        jobs.append(Job(trial.trial, work, plan.cost(spec)))
-    events = _IndexEvents(index, {trial.trial: trial for trial in trials})
-    _raise_failures(executor.run(jobs, reporter, events))
-    return [folder.trial(trial.trial).read_results() for trial in trials]
+        jobs.append(Job(trial.trial, work, plan.cost(spec), after=after))
+    return jobs
 
 
-def _evaluate_trials(
-    plan: Plan, trials: list[TrialConfig], out: Path, executor: Executor, reporter: TrainingReporter
-) -> None:
-    """The kind's own measurement of every trained trial (e.g. a defense's attacks), after
-    all are trained: one trial's evaluation may use another's model (a surrogate)."""
-    jobs = []
+def _evaluation_jobs(
+    plan: Plan, trials: list[TrialConfig], out: Path, pending_trials: set[str]
+) -> list[Job[Any]]:
+    """The kind's evaluation of each trial not yet evaluated, after the trials it reads."""
+    jobs: list[Job[Any]] = []
     for spec, trial in zip(plan.trials, trials, strict=True):
         work = plan.kind.trial_evaluation(plan.config, plan.options, spec, trial, out)
-        if work is not None:
-            jobs.append(Job(f"{trial.trial} (evaluation)", work, plan.cost(spec)))
-    _raise_failures(executor.run(jobs, reporter, _QuietEvents()))
+        if work is None:
+            continue
+        needs = plan.kind.evaluation_needs(plan.config, plan.options, spec, trial)
+        after = pending_trials if needs is None else pending_trials.intersection(needs)
+        label = f"{trial.trial} (evaluation)"
+        jobs.append(Job(label, work, plan.cost(spec), after=tuple(sorted(after))))
+    return jobs
+
+
+def _run_jobs(
+    executor: Executor, jobs: list[Job[Any]], reporter: TrainingReporter, events: _IndexEvents
+) -> None:
+    """Run the jobs; the first failure is raised once all have run."""
+    _raise_failures(executor.run(jobs, reporter, events))
 
 
 def _train_shared(prefix: TrialConfig, out: Path, reporter: TrainingReporter) -> None:
@@ -219,35 +241,28 @@ def trial_summary(results: dict[str, Any], trial: TrialConfig) -> dict[str, Any]
 
 
 class _IndexEvents:
-    """Executor events written to the trial index by the driving process."""
+    """Executor events written to the trial index by the driving process; jobs in ``quiet``
+    have no row there."""
 
-    def __init__(self, index: TrialIndex, trials: dict[str, TrialConfig] | None = None) -> None:
+    def __init__(self, index: TrialIndex, trials: dict[str, TrialConfig], quiet: set[str]) -> None:
         self.index = index
-        self.trials = trials or {}
+        self.trials = trials
+        self.quiet = quiet
 
     def started(self, job: Job[Any]) -> None:
-        self.index.mark_running(job.label)
+        if job.label not in self.quiet:
+            self.index.mark_running(job.label)
 
     def finished(self, job: Job[Any], result: Any) -> None:
+        if job.label in self.quiet:
+            return
         trial = self.trials.get(job.label)
         summary = {} if trial is None else trial_summary(result, trial)
         self.index.mark_done(job.label, summary)
 
     def failed(self, job: Job[Any], error: BaseException) -> None:
-        self.index.mark_failed(job.label, f"{type(error).__name__}: {error}")
-
-
-class _QuietEvents:
-    """Evaluations are not trials: the index keeps no row for them (their file is the record)."""
-
-    def started(self, job: Job[Any]) -> None:
-        return None
-
-    def finished(self, job: Job[Any], result: Any) -> None:
-        return None
-
-    def failed(self, job: Job[Any], error: BaseException) -> None:
-        return None
+        if job.label not in self.quiet:
+            self.index.mark_failed(job.label, f"{type(error).__name__}: {error}")
 
 
 def _raise_failures(results: list[T | JobFailure]) -> None:

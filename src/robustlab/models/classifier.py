@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -14,6 +16,10 @@ class Classifier(nn.Module):
     One wrapper for all architectures so no builder can forget the normalisation, and state-dict
     keys are uniformly ``normalize.*`` and ``body.*``.
     """
+
+    frozen_forward_safe: ClassVar[bool] = True
+    """Its forward is a fixed function of its input and children (see ``robustlab.batching``);
+    whether the whole model may be frozen is decided by its children's types."""
 
     def __init__(self, normalize: Normalize, body: nn.Module) -> None:
         super().__init__()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -47,6 +48,8 @@ class Normalize(nn.Module):
 
     mean: torch.Tensor
     std: torch.Tensor
+    frozen_forward_safe: ClassVar[bool] = True
+    """A fixed function of input and buffers: safe in an inference graph (robustlab.batching)."""
 
     def __init__(
         self, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor

@@ -37,6 +37,14 @@ class ExperimentKind(ABC):
         the experiment's executor, so it must pickle (a ``functools.partial``)."""
         return None
 
+    def evaluation_needs(
+        self, config: ExperimentConfig, options: Any, spec: TrialSpec, trial: TrialConfig
+    ) -> tuple[str, ...] | None:
+        """The trials whose training ``trial_evaluation``'s work reads (its own, a
+        surrogate's), so that it starts as soon as they are trained; None (the default):
+        every trial of the experiment, the safe answer for a kind that does not say."""
+        return None
+
     @abstractmethod
     def report(self, data: ExperimentData, options: Any) -> Report:
         """The report's content, from what the finished trials wrote."""

@@ -199,6 +199,13 @@ class Defenses(ExperimentKind):
         settings = self.settings(config, options, spec, trial)
         return partial(evaluate_trial_defense, config, trial, settings, out)
 
+    def evaluation_needs(
+        self, config: ExperimentConfig, options: Any, spec: TrialSpec, trial: TrialConfig
+    ) -> tuple[str, ...]:
+        """Its own trial and the transfer check's surrogate, if any."""
+        surrogate = _surrogate_trial(config, options.surrogate, spec)
+        return tuple(dict.fromkeys(name for name in (trial.trial, surrogate) if name))
+
     def report(self, data: ExperimentData, options: Any) -> Report:
         from robustlab.experiments.kinds.defense_report import defenses_report
 
