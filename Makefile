@@ -57,6 +57,8 @@ bench: $(DEV_INSTALLED)
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/attacks.py
 	$(BIN)/python benchmarks/evaluator.py
+	$(BIN)/python benchmarks/evaluator.py --grid --threads 1
+	$(BIN)/python benchmarks/forward_views.py
 	$(BIN)/python benchmarks/executors.py
 
 bench-fhe: $(FHE_INSTALLED)

@@ -15,9 +15,9 @@ the model where one is safe (``forward_only_view``):
   ``frozen_forward_safe``) with no hooks runs as a frozen TorchScript inference graph of a
   copy (``FrozenForward``): convolution, ReLU and pooling fused in oneDNN's blocked layout.
   Where Square's time went on small CNNs was PyTorch's channels-first max-pool kernel and
-  unfused element-wise passes, not the convolutions (measured on this 2-core AVX2 machine, one
-  thread, 105 images: a one-conv 8-channel net 11.6 → 2.5 ms per pass, thesis-shallow 138 →
-  85 ms; an MLP 1.4 → 1.1 ms). Its outputs match the model's to float rounding (about 1e-7),
+  unfused element-wise passes, not the convolutions (``benchmarks/forward_views.py``, one
+  thread, 105 images: a one-conv 8-channel net 4.7× faster per pass, thesis-shallow 1.5×, an
+  MLP about the same). Its outputs match the model's to float rounding (about 1e-7),
   so an attack using it confirms every success with the model itself (``AttackContext``'s
   ``reference``).
 * Any other convolutional model runs with channels-last copies of its weights, through the
