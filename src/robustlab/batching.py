@@ -107,9 +107,9 @@ class FrozenForward(nn.Module):
 
     The model itself is neither called nor changed; the copy is taken once, so the model must
     not be trained while this view is in use. TorchScript is deprecated in recent PyTorch but
-    still the fastest CPU inference path without a compiler's start-up cost (``torch.compile``
-    takes longer to build than a 200-image Square run saves); ``forward_only_view`` falls back
-    to the eager model if it is gone.
+    builds in about a second; ``torch.compile``, its successor, builds C++ per input shape at
+    start-up (not measured against it here). ``forward_only_view`` falls back to the eager
+    model if TorchScript is gone.
     """
 
     def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
