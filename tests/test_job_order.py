@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -12,20 +11,7 @@ from robustlab.errors import ConfigError
 from robustlab.experiments.executors import Job, JobFailure, ProcessExecutor, SerialExecutor
 from robustlab.experiments.executors.base import PrerequisiteFailed, priorities
 from robustlab.train.trainer import TrainingReporter
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-
-    def started(self, job: Job[Any]) -> None:
-        self.events.append(("started", job.label))
-
-    def finished(self, job: Job[Any], result: Any) -> None:
-        self.events.append(("finished", job.label))
-
-    def failed(self, job: Job[Any], error: BaseException) -> None:
-        self.events.append(("failed", job.label))
+from tests.test_parallel import Recorder
 
 
 def _label(label: str, _reporter: TrainingReporter) -> str:
@@ -84,7 +70,7 @@ def test_a_failed_job_stops_only_what_needs_it() -> None:
         assert f"{prerequisite!r}, failed" in str(failed.error)
     assert results[3] == "other"
     assert started(recorder) == ["shared", "other"]  # nothing that needs it was started
-    assert ("failed", "eval") in recorder.events
+    assert ("failed", f"eval: {results[2].error}") in recorder.events
 
 
 def test_in_worker_processes_a_job_sees_what_its_prerequisite_wrote(tmp_path: Path) -> None:

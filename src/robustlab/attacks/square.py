@@ -333,9 +333,6 @@ class _Window:
     index: torch.Tensor
     values: torch.Tensor | None = None
 
-    def read(self, batch: torch.Tensor) -> torch.Tensor:
-        return batch.take(self.index)
-
     def paste(self, batch: torch.Tensor) -> torch.Tensor:
         """Write ``values`` into ``batch`` (contiguous) in place, and return it."""
         assert self.values is not None

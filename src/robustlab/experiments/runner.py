@@ -86,7 +86,7 @@ def _run_locked(
         trials = [spec.resolve(None) for spec in plan.trials]
         _check_unchanged(index, folder, {trial.trial: trial for trial in trials})
     else:  # every shared prefix must be trained before ε is known
-        _run_jobs(executor, shared, reporter, _IndexEvents(index, {}, quiet=set()))
+        _raise_failures(executor.run(shared, reporter, _IndexEvents(index, {}, quiet=set())))
         shared = []
         reporter.status("calibrating ε on the standard-trained models")
         before = [spec.before_calibration() for spec in plan.trials]
@@ -105,7 +105,7 @@ def _run_locked(
         {trial.trial: trial for trial in trials},
         quiet={job.label for job in evaluations},  # not trials: their file is their record
     )
-    _run_jobs(executor, [*shared, *training, *evaluations], reporter, events)
+    _raise_failures(executor.run([*shared, *training, *evaluations], reporter, events))
     results = [folder.trial(trial.trial).read_results() for trial in trials]
     folder.write_summary(
         {"trials": results, "calibration": folder.read_calibration(), "provenance": provenance()}
@@ -183,13 +183,6 @@ def _evaluation_jobs(
         label = f"{trial.trial} (evaluation)"
         jobs.append(Job(label, work, plan.cost(spec), after=tuple(sorted(after))))
     return jobs
-
-
-def _run_jobs(
-    executor: Executor, jobs: list[Job[Any]], reporter: TrainingReporter, events: _IndexEvents
-) -> None:
-    """Run the jobs; the first failure is raised once all have run."""
-    _raise_failures(executor.run(jobs, reporter, events))
 
 
 def _train_shared(prefix: TrialConfig, out: Path, reporter: TrainingReporter) -> None:
