@@ -112,6 +112,25 @@ def test_checks_are_reproducible(digits_model) -> None:
     assert torch.equal(first, second)
 
 
+def test_square_runs_once_for_several_plans_sharing_a_memo(digits_model) -> None:
+    """Square takes no gradient, so plans that differ only in how they differentiate share its
+    answer; the memo must hold exactly what a fresh run measures."""
+    model = build_defended(digits_model.model, [{"name": "jpeg", "quality": 50}], (1, 8, 8), 10)
+    x, y = digits_model.batch(SETTINGS.images)
+    memo: dict[tuple[float, str], float] = {}
+    naive = _naive()
+    robust = evaluate_plan(model, x, y, naive).robust
+    fresh = run_checks(model, x, y, naive, robust, settings=SETTINGS, black_box_memo=memo)
+    assert list(memo) == [(EPS, "linf")]
+    square = next(check for check in fresh if check.name == "black box")
+    assert f"{memo[EPS, 'linf']:.1%} accuracy under Square" in square.measured
+    memo[EPS, "linf"] = 0.0  # a memoised answer is used, not recomputed
+    bpda = AttackPlan(attack=PGD(eps=EPS, steps=10), gradients=Gradients(bpda=True))
+    again = run_checks(model, x, y, bpda, robust, settings=SETTINGS, black_box_memo=memo)
+    reused = next(check for check in again if check.name == "black box")
+    assert reused.measured.startswith("0.0% accuracy under Square")
+
+
 @pytest.fixture(scope="module")
 def distilled_model(model_cache: Path) -> TrainedSubject:
     """thesis-shallow on digits by defensive distillation: a teacher trained at T = 100, then

@@ -115,6 +115,33 @@ def test_reformer_reconstructs_images_in_range(
     assert F.mse_loss(reformed, test) < F.mse_loss(train.mean(0).expand_as(test), test)
 
 
+def test_reforming_keeps_clean_accuracy_close_to_the_bare_classifier(
+    fitted: Defense, classifier: nn.Module, digits: tuple[torch.Tensor, ...]
+) -> None:
+    """A reformer the classifier cannot read would make MagNet look robust by being wrong
+    about everything: clean accuracy on reformed images must stay within a few points."""
+    _, _, test = digits
+    labels = load_split("digits", "test", None).labels[180:]
+    with torch.no_grad():
+        bare = (classifier(test).argmax(1) == labels).float().mean()
+        reformed = (classifier(fitted.transforms[0](test)).argmax(1) == labels).float().mean()
+    assert bare > 0.9
+    assert reformed >= bare - 0.05, (float(bare), float(reformed))
+
+
+def test_an_autoencoder_no_better_than_the_mean_image_is_refused(
+    digits: tuple[torch.Tensor, ...],
+) -> None:
+    train, held_out, _ = digits
+    autoencoder = MagNetAutoencoder(1, pool=False, epochs=1, lr=1e-6, batch_size=64)
+    with pytest.raises(ConfigError, match=r"option 'epochs', now 1\).*option 'lr', now 1e-06"):
+        autoencoder.fit(FitData(train, held_out, seed=0))
+    assert not autoencoder.is_trained
+    good = MagNetAutoencoder(1, **{k: v for k, v in FAST.items() if k != "pool"}, pool=False)
+    good.fit(FitData(train, held_out, seed=0))
+    assert good.is_trained and good.explained_variance(train, held_out) > 0.5
+
+
 def test_noisy_images_reconstruct_worse_and_are_rejected_more(
     fitted: Defense, classifier: nn.Module, digits: tuple[torch.Tensor, ...]
 ) -> None:
@@ -168,10 +195,10 @@ def test_the_autoencoder_is_trained_once_seeded_and_leaves_global_rng_alone(
     digits: tuple[torch.Tensor, ...],
 ) -> None:
     train, held_out, _ = digits
-    data = FitData(train[:256], held_out, seed=3)
+    data = FitData(train, held_out, seed=3)
 
     def fit_once(global_seed: int) -> tuple[Defense, list[torch.Tensor]]:
-        defense = _magnet(epochs=1)
+        defense = _magnet(epochs=2)
         torch.manual_seed(global_seed)
         expected = torch.rand(3)
         torch.manual_seed(global_seed)
@@ -189,8 +216,8 @@ def test_the_autoencoder_is_trained_once_seeded_and_leaves_global_rng_alone(
     _, again = fit_once(999)  # a different global state (and initial weights): the same fit
     assert all(torch.equal(a, b) for a, b in zip(weights, again, strict=True))
     assert not any(p.requires_grad for p in first.transforms[0].parameters())
-    other = MagNetAutoencoder(1, pool=False, epochs=1, lr=1e-2, batch_size=64)
-    other.fit(FitData(train[:256], held_out, seed=4))
+    other = MagNetAutoencoder(1, pool=False, epochs=2, lr=3e-2, batch_size=32)
+    other.fit(FitData(train, held_out, seed=4))
     assert not all(torch.equal(a, b) for a, b in zip(weights, other.parameters(), strict=True))
 
 

@@ -82,6 +82,7 @@ def evaluate_with_checks(
     predicted, rejected = deployed_answers(defended, x, seed)
     results = []
     held = predicted == y
+    black_box: dict[tuple[float, str], float] = {}
     for attack, plan in zip(attacks, plans, strict=True):
         scored = evaluate_plan(defended, x, y, plan, batch_size=batch_size, seed=seed)
         held &= scored.robust
@@ -94,6 +95,7 @@ def evaluate_with_checks(
             settings=settings or CheckSettings(),
             seed=seed,
             batch_size=batch_size,
+            black_box_memo=black_box,
         )
         results.append(CheckedAttack(attack_key(attack), plan.describe(), scored.summary(), checks))
     clean = float((predicted == y).float().mean())

@@ -122,6 +122,7 @@ def _evaluate(
         "fit_seconds": fit_seconds,
     }
     held: torch.Tensor | None = None
+    black_box: dict[tuple[float, str], float] = {}
     for label, plan in (("naive", naive), ("adaptive", adaptive)):
         scored = evaluate_plan(
             defended, x, y, plan, batch_size=settings.batch_size, seed=trial.seed
@@ -141,6 +142,7 @@ def _evaluate(
             seed=trial.seed,
             batch_size=settings.batch_size,
             own=own,
+            black_box_memo=black_box,
         )
         result[label] = {
             "attack": plan.describe(),
