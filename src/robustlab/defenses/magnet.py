@@ -26,11 +26,12 @@ MNIST (some 23 000 steps); a stack of sigmoids at that rate sits for thousands o
 mean image, so the default here is ten times the rate, which on 10 000 MNIST images reaches a
 mean absolute reconstruction error of 0.03 in 20 epochs. A fit that ends no better than a
 constant image is refused (``MIN_EXPLAINED``): it would reform every input into a blur the
-classifier cannot read, and a detector on it measures nothing. The first detector's ``fit`` trains the shared
-autoencoder; a ``trained`` buffer records it, so a model reloaded from a state dict is not
-retrained. Each detector's threshold rejects ``false_positive_rate`` of clean held-out images
-on its own, as in the paper, so the combined clean rejection rate can reach the sum over
-detectors.
+classifier cannot read, and a detector on it measures nothing.
+
+The first detector's ``fit`` trains the shared autoencoder; a ``trained`` buffer records it,
+so a model reloaded from a state dict is not retrained. Each detector's threshold rejects
+``false_positive_rate`` of clean held-out images on its own, as in the paper, so the combined
+clean rejection rate can reach the sum over detectors.
 """
 
 from __future__ import annotations
