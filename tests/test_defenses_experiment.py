@@ -104,6 +104,13 @@ def test_defenses_experiment_reports_naive_and_adaptive_with_checks(tmp_path: Pa
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/defense-evaluation.json")}
     run_experiment(config, tmp_path)  # a re-run evaluates nothing again
     assert {p: p.stat().st_mtime_ns for p in folder.glob("*/defense-evaluation.json")} == stamps
+    assert jpeg["settings"]["images"] == 60 and jpeg["settings"]["naive"]["steps"] == 5
+
+    # changed report settings: the stored evaluations are refused before any work, not reused
+    changed = experiment(quick(images=50, naive={"name": "pgd", "steps": 7}))
+    with pytest.raises(ConfigError, match=r"other report settings.*images.*naive\.steps"):
+        run_experiment(changed, tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*/defense-evaluation.json")} == stamps
 
 
 def _refused(raw: dict[str, Any], match: str) -> None:

@@ -7,7 +7,9 @@ weaker on some images can never make a defense look stronger than the naive one 
 adaptive attack's own figure is kept beside it (``alone_robust_acc``).
 
 Written to ``defense-evaluation.json`` in the trial's folder (atomically, under the trial's
-lock), so a re-run skips evaluated trials. A defense with something to fit is fitted once
+lock), with the settings it was made with, so a re-run skips evaluated trials and refuses one
+whose ``report:`` settings have since changed (a stale figure would otherwise be reported
+under the new settings). A defense with something to fit is fitted once
 and saved beside the weights (``robustlab.evaluate.defended_run``).
 """
 
@@ -26,12 +28,14 @@ from robustlab.config import AttackConfig, ExperimentConfig, TrialConfig
 from robustlab.data import load_split
 from robustlab.defenses import DefendedModel, Gradients
 from robustlab.device import resolve_device
+from robustlab.errors import ConfigError
 from robustlab.evaluate.defended import AttackPlan, deployed_answers, evaluate_plan
 from robustlab.evaluate.defended_run import FitSettings, automatic_gradients, load_defended
 from robustlab.evaluate.sanity import CheckSettings, run_checks
 from robustlab.io import atomic_write_json
 from robustlab.provenance import provenance
 from robustlab.store.experiment import ExperimentDirectory
+from robustlab.store.index import differing_fields
 from robustlab.store.loading import load_trained_model
 from robustlab.store.runs import RunDirectory
 from robustlab.train.trainer import TrainingReporter
@@ -57,6 +61,14 @@ class DefenseSettings:
     surrogate: str | None
     """Trial whose classifier is the transfer check's surrogate (None: no transfer check)."""
 
+    def record(self) -> dict[str, Any]:
+        """Plain values, as stored with an evaluation and compared on a re-run."""
+        plain = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        plain["naive"] = self.naive.model_dump(mode="json")
+        plain["adaptive"] = self.adaptive.model_dump(mode="json")
+        plain["checks"] = dataclasses.asdict(self.checks)
+        return plain
+
 
 def evaluate_trial_defense(
     config: ExperimentConfig,
@@ -70,18 +82,30 @@ def evaluate_trial_defense(
     run = folder.trial(trial.trial)
     target = run.path / EVALUATION_FILE
     if target.exists():
-        return _read(target)
+        return read_evaluation(target, settings)
     with run.lock():
         reporter.status(f"{trial.trial}: evaluating its defense (naive and adaptive attacks)")
         result = _evaluate(run, trial, settings, folder)
+        result["settings"] = settings.record()
         atomic_write_json(target, result)
     return result
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_evaluation(path: Path, settings: DefenseSettings) -> dict[str, Any]:
+    """The stored evaluation, refused if made with other settings. A file written before
+    settings were stored (no ``settings`` key) is taken as it is."""
     import json
 
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    stored = data.get("settings")
+    if stored is not None:
+        differences = differing_fields(stored, json.loads(json.dumps(settings.record())))
+        if differences:
+            raise ConfigError(
+                f"{path} was evaluated with other report settings; they differ in "
+                + ", ".join(differences)
+                + ". Restore them, or delete that file to evaluate the defense again"
+            )
     return data
 
 

@@ -30,6 +30,7 @@ from robustlab.experiments.defending import (
     EVALUATION_FILE,
     DefenseSettings,
     evaluate_trial_defense,
+    read_evaluation,
 )
 from robustlab.experiments.document import Report
 from robustlab.experiments.kinds.base import ExperimentKind, register_kind
@@ -194,9 +195,11 @@ class Defenses(ExperimentKind):
     def trial_evaluation(
         self, config: ExperimentConfig, options: Any, spec: TrialSpec, trial: TrialConfig, out: Path
     ) -> Callable[[TrainingReporter], Any] | None:
-        if (out / config.name / trial.trial / EVALUATION_FILE).exists():
-            return None
         settings = self.settings(config, options, spec, trial)
+        stored = out / config.name / trial.trial / EVALUATION_FILE
+        if stored.exists():
+            read_evaluation(stored, settings)  # refuses stale settings before any work
+            return None
         return partial(evaluate_trial_defense, config, trial, settings, out)
 
     def evaluation_needs(
