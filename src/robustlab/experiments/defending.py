@@ -16,6 +16,7 @@ and saved beside the weights (``robustlab.evaluate.defended_run``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +95,6 @@ def evaluate_trial_defense(
 def read_evaluation(path: Path, settings: DefenseSettings) -> dict[str, Any]:
     """The stored evaluation, refused if made with other settings. A file written before
     settings were stored (no ``settings`` key) is taken as it is."""
-    import json
-
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     stored = data.get("settings")
     if stored is not None:
