@@ -137,7 +137,7 @@ def test_an_autoencoder_no_better_than_the_mean_image_is_refused(
     with pytest.raises(ConfigError, match=r"option 'epochs', now 1\).*option 'lr', now 1e-06"):
         autoencoder.fit(FitData(train, held_out, seed=0))
     assert not autoencoder.is_trained
-    good = MagNetAutoencoder(1, **{k: v for k, v in FAST.items() if k != "pool"}, pool=False)
+    good = MagNetAutoencoder(1, **FAST)
     good.fit(FitData(train, held_out, seed=0))
     assert good.is_trained and good.explained_variance(train, held_out) > 0.5
 
