@@ -312,3 +312,33 @@ def test_sweep_points_expand_once_with_names_from_the_varied_values() -> None:
     assert config.evaluation.attacks[0].params["eps"] == 8 / 255  # type: ignore[index]
     assert plan.facts[deep.name].parameters > plan.facts[names[0]].parameters
     assert not deep.needs_calibration and plan.trial(names[4]).needs_calibration
+
+
+def test_extra_points_run_as_written_beside_the_grid() -> None:
+    """Reference models beside a grid: not combined with it, named by label or values."""
+    raw = small_experiment()
+    raw["models"] = [{"name": "convnet"}]
+    raw["report"] = {}
+    raw["threat"] = {"eps": 0.1}
+    raw.pop("calibration")
+    raw["seeds"] = [0]
+    raw["sweep"] = {
+        "grid": {"model.options.depth": [1, 2], "model.options.width": [0.25]},
+        "extra_points": [
+            {"model.options.depth": 2, "model.options.width": 1, "label": "thesis-shallow"},
+            {"model.options.depth": 3, "model.options.width": 1},
+        ],
+    }
+    plan = build_plan(experiment(raw))
+    assert [spec.name for spec in plan.trials] == [
+        "convnet-depth1-width0.25-s0",
+        "convnet-depth2-width0.25-s0",
+        "convnet-thesis-shallow-s0",
+        "convnet-depth3-width1-s0",
+    ]
+    assert plan.trial("convnet-thesis-shallow-s0").resolve().model.options == {
+        "depth": 2,
+        "width": 1,
+    }
+    only = {**raw, "sweep": {"extra_points": raw["sweep"]["extra_points"]}}
+    assert len(build_plan(experiment(only)).trials) == 2  # no unvaried trial beside them

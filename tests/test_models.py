@@ -25,12 +25,14 @@ NAMES = [
     "convnet",
     "madry-mnist",
     "mlp",
+    "preact-resnet",
     "preact-resnet18",
     "thesis-deep",
     "thesis-shallow",
     "wide-resnet",
 ]
 SMALL_OPTIONS: dict[str, dict[str, Any]] = {
+    "preact-resnet": {"depth": 10, "width": 4},
     "preact-resnet18": {"width": 4},
     "wide-resnet": {"depth": 10, "widen": 1},
 }
@@ -149,6 +151,14 @@ def test_residual_network_parameter_counts() -> None:
     # The common PyTorch CIFAR PreAct ResNet-18 has 11,171,146 parameters; ours keeps the
     # paper's final BN before pooling, which adds 2 × 512.
     assert count_parameters(build("preact-resnet18", (3, 32, 32))) == 11_171_146 + 2 * 512
+    same = build("preact-resnet", (3, 32, 32), depth=18, width=8)
+    eighteen = build("preact-resnet18", (3, 32, 32), width=8)
+    assert list(same.state_dict()) == list(eighteen.state_dict())
+    counts = [
+        count_parameters(build("preact-resnet", (3, 32, 32), depth=depth, width=8))
+        for depth in (10, 18, 26, 34)
+    ]
+    assert counts == sorted(counts) and len(set(counts)) == 4
     for depth, widen in [(10, 1), (16, 2)]:
         model = build("wide-resnet", (3, 32, 32), depth=depth, widen=widen)
         assert count_parameters(model) == wide_resnet_count(depth, widen, 3, 10)
@@ -272,6 +282,7 @@ def test_unknown_option_names_the_options() -> None:
         ("mlp", {"width": 0}, "option 'width' must be an integer >= 1"),
         ("mlp", {"dropout": 1.0}, r"option 'dropout' must be a probability in \[0, 1\)"),
         ("preact-resnet18", {"width": 0}, "option 'width' must be an integer >= 1"),
+        ("preact-resnet", {"depth": 12}, "option 'depth' must be one of 10, 18, 26, 34, got 12"),
         ("wide-resnet", {"depth": 27}, r"option 'depth' must be 6n \+ 4 .*got 27"),
         ("wide-resnet", {"depth": 4}, r"option 'depth' must be 6n \+ 4 .*got 4"),
         ("wide-resnet", {"widen": 0}, "option 'widen' must be an integer >= 1"),

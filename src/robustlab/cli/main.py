@@ -22,6 +22,7 @@ from robustlab.cli import training  # noqa: F401
 from robustlab.cli import experiments  # noqa: F401
 from robustlab.cli import evaluation  # noqa: F401
 from robustlab.cli import catalog  # noqa: F401
+from robustlab.cli import capacity  # noqa: F401
 from robustlab.cli import fhe_service  # noqa: F401  (after cli.fhe, which common mounts)
 
 # isort: on

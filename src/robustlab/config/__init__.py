@@ -32,6 +32,7 @@ from robustlab.config.objectives import ObjectiveConfig, StandardObjectiveConfig
 from robustlab.config.sweep import SweepConfig, SweepPoint
 from robustlab.config.threat import CALIBRATED, Calibrated, Threat, ThreatConfig
 from robustlab.config.trial import (
+    AugmentConfig,
     DataConfig,
     EvaluationConfig,
     ModelConfig,
@@ -47,6 +48,7 @@ __all__ = [
     "CALIBRATED",
     "NAME_PATTERN",
     "AttackConfig",
+    "AugmentConfig",
     "Budget",
     "Calibrated",
     "CalibrationConfig",

@@ -2,7 +2,8 @@
 
 ``grid: {model.options.depth: [2, 3, 4], model.options.width: [0.5, 1]}`` is every
 combination; ``points: [{threat.eps: 8/255}, {threat.eps: calibrated, label: calibrated}]``
-lists variants one by one. With both, every listed point is combined with every grid point.
+lists variants one by one. With both, every listed point is combined with every grid point;
+``extra_points`` are run as written, beside the grid (reference models, say).
 Fields are named, never indexed: a phase by its name (``phases.adversarial.epochs``, or
 ``phases.*.optimizer.weight_decay`` for every phase, or ``phases`` for a point's own list
 of phases), a model option for every model of the
@@ -37,6 +38,11 @@ class SweepConfig(StrictModel):
         default_factory=list,
         description="variants one by one: field → value, and an optional label",
     )
+    extra_points: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="variants run as written, not combined with the grid (e.g. reference "
+        "models beside a grid): field → value, and an optional label",
+    )
 
     @field_validator("grid")
     @classmethod
@@ -47,7 +53,7 @@ class SweepConfig(StrictModel):
                 raise ValueError(f"{path}: an empty list of values gives no variants")
         return grid
 
-    @field_validator("points")
+    @field_validator("points", "extra_points")
     @classmethod
     def _point_fields(cls, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for index, point in enumerate(points):
@@ -65,8 +71,8 @@ class SweepConfig(StrictModel):
 
     @model_validator(mode="after")
     def _not_empty(self) -> SweepConfig:
-        if not self.grid and not self.points:
-            raise ValueError("a sweep needs a grid or points (or both)")
+        if not self.grid and not self.points and not self.extra_points:
+            raise ValueError("a sweep needs a grid, points or extra_points")
         shared = set(self.grid) & {key for point in self.points for key in point}
         if shared:
             raise ValueError(f"{', '.join(sorted(shared))}: varied by both the grid and points")
@@ -101,29 +107,41 @@ class SweepPoint:
 
 
 def sweep_points(sweep: SweepConfig | None) -> list[SweepPoint]:
-    """The sweep's variants in order (grid in the order written, last field fastest); one
-    unlabelled point when there is no sweep."""
+    """The sweep's variants in order (grid in the order written, last field fastest, each
+    listed point combined with it), then the extra points as written; one unlabelled point
+    when there is no sweep."""
     if sweep is None:
         return [SweepPoint(values=(), label=None)]
     grid = [
         tuple(zip(sweep.grid, combination, strict=True))
         for combination in itertools.product(*sweep.grid.values())
     ]
-    listed = [
-        (tuple((k, v) for k, v in point.items() if k != LABEL_KEY), point.get(LABEL_KEY))
-        for point in sweep.points
-    ] or [((), None)]
-    combined = [(values + cell, label) for values, label in listed for cell in grid or [()]]
-    paths = list(dict.fromkeys(path for values, _ in combined for path, _ in values))
+    listed = [_written(point) for point in sweep.points] or [((), None)]
+    combined = []  # (values, label, whether the grid's values follow the label)
+    if sweep.grid or sweep.points:
+        combined = [
+            (values + cell, label, True) for values, label in listed for cell in grid or [()]
+        ]
+    combined += [(*_written(point), False) for point in sweep.extra_points]
+    paths = list(dict.fromkeys(path for values, _, _ in combined for path, _ in values))
     short = short_names(paths)
     points = []
-    for values, label in combined:
+    for values, label, with_grid in combined:
         explicit = [str(label)] if label is not None else []
         derived = [value_label(short[path], value) for path, value in values]
-        if label is not None:  # the label names the listed point; the grid's values follow
-            derived = [value_label(short[path], v) for path, v in values if path in sweep.grid]
+        if label is not None:  # the label names the point; the grid's values follow
+            derived = [
+                value_label(short[path], v)
+                for path, v in values
+                if with_grid and path in sweep.grid
+            ]
         points.append(SweepPoint(values=values, label="-".join(explicit + derived) or None))
     return points
+
+
+def _written(point: dict[str, Any]) -> tuple[tuple[tuple[str, Any], ...], str | None]:
+    """A listed point's values (without its label) and its label."""
+    return tuple((k, v) for k, v in point.items() if k != LABEL_KEY), point.get(LABEL_KEY)
 
 
 def short_names(paths: list[str]) -> dict[str, str]:

@@ -22,6 +22,15 @@ from robustlab.config.objectives import (
 from robustlab.config.threat import Threat
 
 
+class AugmentConfig(StrictModel):
+    """Training-time augmentation (never applied to evaluation or attacks)."""
+
+    crop_padding: int = Field(
+        default=0, ge=0, le=16, description="random crop after this much zero padding (CIFAR: 4)"
+    )
+    flip: bool = Field(default=False, description="random horizontal flip")
+
+
 class DataConfig(StrictModel):
     dataset: str = Field(description="registry name, e.g. mnist, fashion-mnist, digits")
     fallback: list[str] = Field(
@@ -29,6 +38,14 @@ class DataConfig(StrictModel):
         description="datasets to use, in order, when the primary one's files are absent",
     )
     root: Path | None = Field(default=None, description="data root; else $ROBUSTLAB_DATA")
+    train_images: int | None = Field(
+        default=None,
+        ge=1,
+        description="train on the first N training images only (default: all of them)",
+    )
+    augment: AugmentConfig | None = Field(
+        default=None, description="training-time augmentation, e.g. {crop_padding: 4, flip: true}"
+    )
 
 
 class DefenseConfig(BaseModel):

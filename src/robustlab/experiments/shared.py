@@ -54,6 +54,13 @@ def shared_prefix(trial: TrialConfig) -> TrialConfig | None:
     ]
     identity = {
         "dataset": trial.data.dataset,
+        # only when set, so the digests of prefixes trained on every image stay as they were
+        **({"train_images": trial.data.train_images} if trial.data.train_images else {}),
+        **(
+            {"augment": trial.data.augment.model_dump(mode="json")}
+            if trial.data.augment is not None
+            else {}
+        ),
         "model": {"name": trial.model.name, "options": trial.model.options},
         "seed": trial.seed,
         "phases": [phase.model_dump(mode="json") for phase in phases],

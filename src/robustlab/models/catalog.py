@@ -13,7 +13,7 @@ from torch import nn
 from robustlab.models.convnet import convnet, thesis_deep, thesis_shallow
 from robustlab.models.madry import madry_mnist
 from robustlab.models.mlp import mlp
-from robustlab.models.preact_resnet import preact_resnet18
+from robustlab.models.preact_resnet import preact_resnet, preact_resnet18
 from robustlab.models.wide_resnet import wide_resnet
 from robustlab.registry import Registry
 
@@ -56,6 +56,11 @@ MODELS.add(
     "preact-resnet18",
     preact_resnet18,
     description="pre-activation ResNet-18 (He et al. 2016), CIFAR variant",
+)
+MODELS.add(
+    "preact-resnet",
+    preact_resnet,
+    description="pre-activation ResNet family, depth 10/18/26/34, width scales every stage",
 )
 MODELS.add(
     "wide-resnet",

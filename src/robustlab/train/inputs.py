@@ -44,4 +44,16 @@ def load_trial_data(config: DataConfig) -> TrialData:
                 f"{error}\n(no fallback dataset was present either: {', '.join(config.fallback)})"
             ) from None
         raise
-    return TrialData(info=dataset_info(name), train=train, test=test)
+    return TrialData(info=dataset_info(name), train=_first(train, config, name), test=test)
+
+
+def _first(train: Split, config: DataConfig, name: str) -> Split:
+    """The first ``data.train_images`` training images, refused if there are not that many."""
+    count = config.train_images
+    if count is None:
+        return train
+    if count > len(train):
+        raise DatasetError(
+            f"data.train_images: {count} asked for, but {name} has {len(train)} training images"
+        )
+    return Split(images=train.images[:count], labels=train.labels[:count])

@@ -35,6 +35,7 @@ from robustlab.store.checkpoint import (
 )
 from robustlab.store.loading import build_for_dataset
 from robustlab.store.runs import RunDirectory
+from robustlab.train.augmentation import augment_batch
 from robustlab.train.distillation import prepare_distillation
 from robustlab.train.inputs import TrialData, choose_dataset, load_trial_data
 from robustlab.train.monitoring import (
@@ -279,6 +280,8 @@ def _train_epoch(ctx: _TrialContext, state: _PhaseState, epoch: int) -> tuple[fl
         set_learning_rate(optimizer, lr)
         # Unique per batch and the same on resume: seeds the training attack's random start.
         step = TrainingStep(epoch=position, index=(global_epoch << 20) + batch)
+        if ctx.config.data.augment is not None:
+            x = augment_batch(x, ctx.config.data.augment, ctx.config.seed, step.index)
         for _ in range(objective.replays):
             with autocast(ctx.device, phase.precision):
                 output = objective(ctx.model, x, y, step)

@@ -50,6 +50,14 @@ class ExperimentKind(ABC):
         """The report's content, from what the finished trials wrote."""
 
 
+class Published(StrictModel):
+    """A figure from the literature, quoted beside ours (never computed)."""
+
+    source: str
+    figure: str
+    setting: str = ""
+
+
 KINDS: Registry[ExperimentKind] = Registry("experiment kind")
 
 Kind = TypeVar("Kind", bound=type[ExperimentKind])

@@ -33,7 +33,7 @@ from robustlab.experiments.defending import (
     read_evaluation,
 )
 from robustlab.experiments.document import Report
-from robustlab.experiments.kinds.base import ExperimentKind, register_kind
+from robustlab.experiments.kinds.base import ExperimentKind, Published, register_kind
 from robustlab.train.reporter import TrainingReporter
 
 
@@ -59,14 +59,6 @@ class ChecksOptions(StrictModel):
     max_unbounded_accuracy: float = Field(default=0.1, ge=0, lt=1)
     tolerance: float = Field(default=0.02, ge=0, lt=1)
     square_queries: int = Field(default=1000, ge=1)
-
-
-class Published(StrictModel):
-    """A figure from the literature, quoted beside ours (never computed)."""
-
-    source: str
-    figure: str
-    setting: str = ""
 
 
 class DefensesOptions(StrictModel):

@@ -1,0 +1,121 @@
+"""The plasticity-map kind: the two-phase protocol over a depth × width grid, answering
+Hypothesis 1 with size taken out.
+
+Each trial trains a model normally, then adversarially. The report sets clean accuracy
+before and after, robust accuracy, robust fit (accuracy on the training attack's examples,
+measured after training) and the robustness cost (clean accuracy lost) against depth, width,
+parameters and multiply-adds; fits ``measure = a + b·depth + c·log2(parameters)`` and says
+whether one more layer at equal parameter count lowers the cost. With ``compression:``, every
+trained model is also pruned and quantised and its robustness measured again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+from robustlab.config import ExperimentConfig, TrialConfig, TrialSpec
+from robustlab.config.threat import resolve_threat
+from robustlab.experiments.collect import ExperimentData
+from robustlab.experiments.document import Report
+from robustlab.experiments.kinds.base import ExperimentKind, register_kind
+from robustlab.experiments.kinds.plasticity.options import PlasticityMapOptions
+from robustlab.experiments.plasticity_probe import (
+    EVALUATION_FILE,
+    CompressionSettings,
+    ProbeSettings,
+    probe_trial,
+    read_probe,
+)
+from robustlab.models import model_options
+from robustlab.train.reporter import TrainingReporter
+
+
+@register_kind
+class PlasticityMap(ExperimentKind):
+    name: ClassVar[str] = "plasticity-map"
+    description: ClassVar[str] = (
+        "depth × width grid of standard-then-adversarial training: heatmaps, robust fit, the "
+        "cost at equal parameter count and the depth-vs-width verdict"
+    )
+    options: ClassVar[type[PlasticityMapOptions]] = PlasticityMapOptions
+
+    def check(self, config: ExperimentConfig, options: Any, trials: Sequence[TrialSpec]) -> None:
+        chosen: PlasticityMapOptions = options
+        if config.calibration is not None or any(spec.needs_calibration for spec in trials):
+            raise ValueError("a plasticity map takes a fixed threat.eps, not calibrated")
+        phases = [phase.name for phase in config.phases]
+        for field in ("before_phase", "after_phase"):
+            value = getattr(chosen, field)
+            if value is not None and value not in phases:
+                raise ValueError(f"report.{field}: no phase {value!r} (phases: {phases})")
+        after = chosen.after_phase or phases[-1]
+        phase = next(p for p in config.phases if p.name == after)
+        if phase.attack is None:
+            raise ValueError(
+                f"report.after_phase: phase {after!r} trains without an attack "
+                f"({phase.objective.type}); the map needs an adversarial phase last, or name "
+                "one in after_phase"
+            )
+        for field in ("depth", "width"):
+            path = getattr(chosen, field)
+            if not path.startswith("model.options."):
+                raise ValueError(
+                    f"report.{field}: {path!r} is not a model option (model.options.NAME)"
+                )
+            option = path.removeprefix("model.options.")
+            for model in config.models:
+                if option not in model_options(model.name):
+                    raise ValueError(
+                        f"report.{field}: model {model.name!r} has no option {option!r}; its "
+                        f"options: {', '.join(model_options(model.name))}"
+                    )
+
+    def settings(self, config: ExperimentConfig, options: Any, spec: TrialSpec) -> ProbeSettings:
+        chosen: PlasticityMapOptions = options
+        trial = spec.resolve()
+        after = chosen.after_phase or trial.phases[-1].name
+        phase = next(p for p in trial.phases if p.name == after)
+        attack = phase.attack
+        assert attack is not None  # check() refused a phase without one
+        compression = None
+        if chosen.compression is not None:
+            threat = resolve_threat(spec.threat, None)
+            compression = CompressionSettings(
+                sparsities=tuple(chosen.compression.sparsities),
+                fine_tune_steps=chosen.compression.fine_tune_steps,
+                fine_tune_lr=chosen.compression.fine_tune_lr,
+                batch_size=chosen.compression.batch_size,
+                bits=tuple(chosen.compression.bits),
+                attack=chosen.compression.attack.with_threat(threat),
+                images=chosen.compression.images,
+            )
+        return ProbeSettings(
+            phase=after,
+            training_attack=attack,
+            fit_images=chosen.fit_images,
+            batch_size=chosen.batch_size,
+            compression=compression,
+        )
+
+    def trial_evaluation(
+        self, config: ExperimentConfig, options: Any, spec: TrialSpec, trial: TrialConfig, out: Path
+    ) -> Callable[[TrainingReporter], Any] | None:
+        settings = self.settings(config, options, spec)
+        stored = out / config.name / trial.trial / EVALUATION_FILE
+        if stored.exists():
+            read_probe(stored, settings)  # refuses stale settings before any work
+            return None
+        return partial(probe_trial, config, trial, settings, out)
+
+    def evaluation_needs(
+        self, config: ExperimentConfig, options: Any, spec: TrialSpec, trial: TrialConfig
+    ) -> tuple[str, ...]:
+        return (trial.trial,)
+
+    def report(self, data: ExperimentData, options: Any) -> Report:
+        from robustlab.experiments.kinds.plasticity.report import plasticity_report
+
+        return plasticity_report(data, options)
