@@ -29,21 +29,7 @@ export PYTHONUNBUFFERED=1
 timeout 300 "$python" benchmarks/gpu_throughput.py --seconds 6 --out "$results/gpu-throughput.json"
 
 reduced="$results/thesis-table-5-1-reduced.yaml"
-"$python" - "$reduced" <<'PY'
-import sys
-import yaml
-
-raw = yaml.safe_load(open("configs/thesis-table-5-1.yaml"))
-raw["name"] = "thesis-table-5-1-reduced"
-raw["seeds"] = [0]
-raw["phases"][0]["epochs"] = 2
-raw["phases"][1]["epochs"] = 2
-raw["data"]["train_images"] = 12800
-raw["evaluation"]["attack_images"] = 500
-raw["sweep"] = {"grid": {"threat.eps": [0.3]}}   # one reading of "ε = 8": the MNIST budget
-raw.pop("calibration", None)
-yaml.safe_dump(raw, open(sys.argv[1], "w"), sort_keys=False)
-PY
+"$python" benchmarks/gpu_reduced_config.py "$reduced"
 for config in "$reduced" configs/plasticity-map-quick.yaml; do
     name=$(basename "$config" .yaml)
     start=$(date +%s%N)

@@ -160,13 +160,13 @@ def main() -> None:
                 row["speedup"] = round(row["images_per_second"] / baseline, 2)
             rows.append(row)
             print(row, flush=True)
-    record = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "attack_steps": args.attack_steps,
-        "rows": rows,
-        "provenance": provenance(),
-    }
-    atomic_write_json(args.out, record)
+            record = {  # rewritten after every variant: a timeout keeps what was measured
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "attack_steps": args.attack_steps,
+                "rows": rows,
+                "provenance": provenance(),
+            }
+            atomic_write_json(args.out, record)
 
 
 if __name__ == "__main__":

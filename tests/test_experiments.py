@@ -232,7 +232,7 @@ SWEEP_ERRORS = [
     ({"sweep": {"grid": {"phases.adversarial.epochs": []}}}, "an empty list of values"),
     ({"sweep": {"grid": {"phases.adversarial.epochs": ["many"]}}}, "valid integer"),
     ({"sweep": {"grid": {"model.options.depth": [2.5]}}}, "option 'depth' must be an integer"),
-    ({"sweep": {}}, "a sweep needs a grid or points"),
+    ({"sweep": {}}, "a sweep needs a grid, points or extra_points"),
     ({"sweep": {"grid": {"threat.eps": ["lots"]}}}, "expected a number"),
     ({"calibration": {"after_phase": "adversarial"}}, "must name a shared phase"),
     ({"calibration": None}, "has no calibration section"),

@@ -13,6 +13,7 @@ import math
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
+from matplotlib.ticker import NullFormatter
 
 from robustlab.experiments.kinds.plasticity.cells import GridPoint
 from robustlab.experiments.kinds.plasticity.fit import seed_spread
@@ -101,6 +102,7 @@ def against_size(points: list[GridPoint]) -> bytes:
                     label=f"depth {_label(depth)}",
                 )
         axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap the major ones
         axis.set_xlabel("parameters")
         axis.set_title(title, fontsize=10)
         axis.grid(alpha=0.3)
