@@ -36,12 +36,15 @@ class Spread:
     def std(self) -> float:
         return statistics.stdev(self.values) if len(self.values) > 1 else math.nan
 
-    def text(self, digits: int = 2) -> str:
+    def text(self, digits: int = 2, *, signed: bool = False) -> str:
+        """``mean ± std`` (the mean alone for one value); ``signed``: the mean with its sign,
+        for differences such as a cost in points."""
         if not self.values:
             return "–"
+        sign = "+" if signed else ""
         if len(self.values) == 1:
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+            return f"{self.mean:{sign}.{digits}f}"
+        return f"{self.mean:{sign}.{digits}f} ± {self.std:.{digits}f}"
 
 
 def spread(values: Sequence[float | None]) -> Spread:

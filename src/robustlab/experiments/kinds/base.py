@@ -50,6 +50,12 @@ class ExperimentKind(ABC):
         """The report's content, from what the finished trials wrote."""
 
 
+def require_fixed_eps(config: ExperimentConfig, trials: Sequence[TrialSpec], what: str) -> None:
+    """Refuse a calibrated threat for a kind whose evaluations need ε before training ends."""
+    if config.calibration is not None or any(spec.needs_calibration for spec in trials):
+        raise ValueError(f"{what} takes a fixed threat.eps, not calibrated")
+
+
 class Published(StrictModel):
     """A figure from the literature, quoted beside ours (never computed)."""
 

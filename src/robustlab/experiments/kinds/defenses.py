@@ -33,7 +33,12 @@ from robustlab.experiments.defending import (
     read_evaluation,
 )
 from robustlab.experiments.document import Report
-from robustlab.experiments.kinds.base import ExperimentKind, Published, register_kind
+from robustlab.experiments.kinds.base import (
+    ExperimentKind,
+    Published,
+    register_kind,
+    require_fixed_eps,
+)
 from robustlab.train.reporter import TrainingReporter
 
 
@@ -104,8 +109,7 @@ class Defenses(ExperimentKind):
 
     def check(self, config: ExperimentConfig, options: Any, trials: Sequence[TrialSpec]) -> None:
         chosen: DefensesOptions = options
-        if config.calibration is not None or any(spec.needs_calibration for spec in trials):
-            raise ValueError("a defenses experiment takes a fixed threat.eps, not calibrated")
+        require_fixed_eps(config, trials, "a defenses experiment")
         labels = {spec.point.label for spec in trials}
         for field, keys in (("overrides", chosen.overrides), ("published", chosen.published)):
             for key in keys:

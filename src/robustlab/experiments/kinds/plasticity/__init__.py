@@ -20,7 +20,7 @@ from robustlab.config import ExperimentConfig, TrialConfig, TrialSpec
 from robustlab.config.threat import resolve_threat
 from robustlab.experiments.collect import ExperimentData
 from robustlab.experiments.document import Report
-from robustlab.experiments.kinds.base import ExperimentKind, register_kind
+from robustlab.experiments.kinds.base import ExperimentKind, register_kind, require_fixed_eps
 from robustlab.experiments.kinds.plasticity.options import PlasticityMapOptions
 from robustlab.experiments.plasticity_probe import (
     EVALUATION_FILE,
@@ -44,8 +44,7 @@ class PlasticityMap(ExperimentKind):
 
     def check(self, config: ExperimentConfig, options: Any, trials: Sequence[TrialSpec]) -> None:
         chosen: PlasticityMapOptions = options
-        if config.calibration is not None or any(spec.needs_calibration for spec in trials):
-            raise ValueError("a plasticity map takes a fixed threat.eps, not calibrated")
+        require_fixed_eps(config, trials, "a plasticity map")
         phases = [phase.name for phase in config.phases]
         for field in ("before_phase", "after_phase"):
             value = getattr(chosen, field)

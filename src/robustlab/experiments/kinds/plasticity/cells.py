@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from robustlab.config import TrialSpec
-from robustlab.data import dataset_info
 from robustlab.experiments.collect import ExperimentData, TrialSummary
 from robustlab.experiments.kinds.plasticity.options import PlasticityMapOptions
 from robustlab.experiments.plasticity_probe import EVALUATION_FILE
-from robustlab.models import count_multiply_adds, model_options
-from robustlab.store.loading import build_for_dataset
+from robustlab.models import model_options
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ def map_cells(data: ExperimentData, options: PlasticityMapOptions) -> list[Cell]
                 depth=depth,
                 width=width,
                 parameters=trial.parameters,
-                multiply_adds=_multiply_adds(spec),
+                multiply_adds=data.plan.facts[trial.trial].multiply_adds,
                 clean_before=_clean(trial, before),
                 clean_after=_clean(trial, after),
                 robust=_robust(trial, after, options.robust_attack),
@@ -83,11 +81,6 @@ def _axis(spec: TrialSpec, trial: TrialSummary, field: str) -> float:
     if option in model.options:
         return float(model.options[option])
     return float(model_options(model.name)[option])
-
-
-def _multiply_adds(spec: TrialSpec) -> int:
-    info = dataset_info(spec.base.data.dataset)
-    return count_multiply_adds(build_for_dataset(spec.base.model, info), info.input_shape)
 
 
 def _clean(trial: TrialSummary, phase: str) -> float | None:

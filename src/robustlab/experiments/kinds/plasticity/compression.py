@@ -3,14 +3,13 @@ weights per grid point, and whether deeper networks lose more at equal parameter
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
 from robustlab.experiments.document import Callout, Section
 from robustlab.experiments.kinds.plasticity.cells import Cell, GridPoint, grid_points
 from robustlab.experiments.kinds.plasticity.fit import depth_verdict, fit_rows
-from robustlab.experiments.tables import Table, spread
+from robustlab.experiments.tables import Spread, Table, spread
 
 
 def _probe(cell: Cell) -> dict[str, Any]:
@@ -36,10 +35,8 @@ def attack_label(described: dict[str, Any]) -> str:
     return f"{name} ({detail}{budget})" if detail else f"{name}{budget}"
 
 
-def _mean_std(values: Sequence[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:+.2f}"
-    return f"{statistics.fmean(values):+.2f} ± {statistics.stdev(values):.2f}"
+def _lost_text(point: GridPoint, part: str, position: int) -> str:
+    return Spread([_lost(cell, part, position) for cell in point.cells]).text(signed=True)
 
 
 def _row(point: GridPoint, sparsities: int, bits: int) -> list[str]:
@@ -49,8 +46,8 @@ def _row(point: GridPoint, sparsities: int, bits: int) -> list[str]:
         f"{point.width:g}",
         f"{point.parameters:,}",
         spread(original).text(),
-        *(_mean_std([_lost(c, "pruned", i) for c in point.cells]) for i in range(sparsities)),
-        *(_mean_std([_lost(c, "quantised", i) for c in point.cells]) for i in range(bits)),
+        *(_lost_text(point, "pruned", i) for i in range(sparsities)),
+        *(_lost_text(point, "quantised", i) for i in range(bits)),
     ]
 
 

@@ -3,7 +3,6 @@ comparison, the fit and its verdict, the compression probe, and the published an
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from robustlab.experiments.collect import ExperimentData
@@ -20,7 +19,7 @@ from robustlab.experiments.kinds.plasticity.fit import (
     iso_parameter_rows,
 )
 from robustlab.experiments.kinds.plasticity.options import PlasticityMapOptions
-from robustlab.experiments.tables import Table, spread
+from robustlab.experiments.tables import Spread, Table, spread
 
 MEASURES = (
     ("cost", "robustness cost (points)", 1.0),
@@ -28,6 +27,10 @@ MEASURES = (
     ("robust_fit", "robust fit (points)", 100.0),
 )
 """Measure, its name, and the scale that puts it in percentage points."""
+
+
+MEASURE_COLUMNS = ("multiply-adds", "clean before", "clean after", "cost", "robust", "robust fit")
+"""The columns both the trials table and the grid table end with."""
 
 
 def plasticity_report(data: ExperimentData, options: PlasticityMapOptions) -> Report:
@@ -140,19 +143,7 @@ def _trials_table(cells: Sequence[Cell], robust_label: str) -> Table:
     ]
     return Table(
         title="Every trial (%; cost in points)",
-        columns=[
-            "trial",
-            "depth",
-            "width",
-            "seed",
-            "parameters",
-            "multiply-adds",
-            "clean before",
-            "clean after",
-            "cost",
-            "robust",
-            "robust fit",
-        ],
+        columns=["trial", "depth", "width", "seed", "parameters", *MEASURE_COLUMNS],
         rows=rows,
         note=_measures_note(robust_label),
     )
@@ -180,39 +171,18 @@ def _points_table(points: Sequence[GridPoint], robust_label: str) -> Table:
                 f"{point.multiply_adds:,}",
                 spread(point.values("clean_before")).text(),
                 spread(point.values("clean_after")).text(),
-                _spread_points(cost),
+                Spread(cost).text(signed=True),
                 spread(point.values("robust")).text(),
                 spread(point.values("robust_fit")).text(),
             ]
         )
     return Table(
         title="Each depth and width: mean ± std over seeds (%; cost in points)",
-        columns=[
-            "depth",
-            "width",
-            "seeds",
-            "parameters",
-            "multiply-adds",
-            "clean before",
-            "clean after",
-            "cost",
-            "robust",
-            "robust fit",
-        ],
+        columns=["depth", "width", "seeds", "parameters", *MEASURE_COLUMNS],
         rows=rows,
         label_columns=2,
         note=_measures_note(robust_label),
     )
-
-
-def _spread_points(values: list[float]) -> str:
-    if not values:
-        return "–"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:+.2f}"
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{mean:+.2f} ± {std:.2f}"
 
 
 def _iso_table(points: Sequence[GridPoint], measure: str, title: str, scale: float) -> Table:
