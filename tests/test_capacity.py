@@ -18,6 +18,7 @@ from robustlab.errors import ConfigError
 from robustlab.experiments import capacity as capacity_module
 from robustlab.experiments.capacity import CapacitySettings, measure_capacity
 from robustlab.experiments.capacity import search as search_module
+from robustlab.experiments.capacity.fitting import epoch_budget
 
 BUDGET = {
     "epochs": 150,
@@ -108,6 +109,23 @@ def test_a_budget_that_cannot_fit_the_smallest_set_is_refused(tmp_path: Path) ->
     source = mlp_experiment(tmp_path, [2])
     with pytest.raises(ConfigError, match=r"even the smallest set \(min_images=200\).*epochs=1"):
         measure_capacity(source, settings(epochs=1, lr=1e-4, min_images=200), out=tmp_path)
+
+
+def test_a_step_floor_gives_small_sets_more_epochs_and_large_sets_none() -> None:
+    floored = settings(epochs=10, batch_size=64, min_steps=100)
+    assert epoch_budget(floored, 20) == 100  # one batch per epoch: 100 epochs
+    assert epoch_budget(floored, 640) == 10  # ten batches per epoch: the epochs suffice
+    assert epoch_budget(floored, 300) == 20  # five batches per epoch
+    assert epoch_budget(settings(epochs=10), 20) == 10  # no floor
+    with pytest.raises(ConfigError, match="min_steps"):
+        settings(min_steps=0)
+
+
+def test_a_refusal_names_the_step_floor_it_spent(tmp_path: Path) -> None:
+    source = mlp_experiment(tmp_path, [2])
+    floored = settings(epochs=1, lr=1e-4, min_images=200, min_steps=8)  # 4 batches per epoch
+    with pytest.raises(ConfigError, match=r"within 2 epochs \(epochs=1, min_steps=8\)"):
+        measure_capacity(source, floored, out=tmp_path)
 
 
 def test_bad_brackets_are_refused_before_any_training(

@@ -20,8 +20,10 @@ ALLOWED: dict[str, set[str]] = {
     "evaluate": CORE | {"data", "attacks", "defenses", "store"},
     "train": CORE | {"config", "data", "models", "attacks", "defenses", "evaluate", "store"},
     "crypto": CORE | {"models", "attacks"},
+    "compression": CORE,
     "experiments": CORE
-    | {"config", "data", "models", "attacks", "defenses", "store", "evaluate", "train"},
+    | {"config", "data", "models", "attacks", "defenses", "store", "evaluate", "train"}
+    | {"compression"},
 }
 """Each package's allowed robustlab imports besides itself (``cli`` may import everything)."""
 

@@ -77,3 +77,16 @@ def test_the_full_size_configs_expand_into_valid_plans(family: str) -> None:
     assert plan.kind.name == "plasticity-map"
     assert len(plan.trials) == 4 * 3 * 3
     assert config.data.augment is not None and config.data.augment.crop_padding == 4
+
+
+def test_the_full_size_mnist_config_holds_the_thesis_models_beside_the_grid() -> None:
+    config = load_experiment(ROOT / "configs" / "plasticity-map-mnist.yaml")
+    plan = build_plan(config)
+    assert len(plan.trials) == (4 * 4 + 2) * 3
+    thesis = {
+        spec.name: plan.facts[spec.name].parameters
+        for spec in plan.trials
+        if "thesis" in spec.name and spec.name.endswith("s0")
+    }
+    # the thesis's own parameter counts (docs/reproduction.md): the deep model is the smaller
+    assert sorted(thesis.values()) == [1_048_394, 1_199_882]

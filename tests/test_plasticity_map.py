@@ -1,7 +1,7 @@
 """The plasticity-map kind end to end (configs/plasticity-map-quick.yaml shortened): every
-trial trained and probed (robust fit, pruning, quantisation), the report with heatmaps, the
-equal-size comparison, the fit and the verdicts; a re-run redoing nothing; the fit itself on
-numbers with a known answer; and bad configs refused before any work."""
+trial trained and probed (robust fit, pruning, quantisation, distillation), the report with
+heatmaps, the equal-size comparison, the fit and the verdicts; a re-run redoing nothing; the
+fit itself on numbers with a known answer; and bad configs refused before any work."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from benchmarks.distillation_strength import check_trial, direct_comparison
 
-from robustlab.config import ExperimentConfig, parse_config
+from robustlab.config import AttackConfig, ExperimentConfig, ModelConfig, parse_config
 from robustlab.errors import ConfigError
 from robustlab.evaluate.robust import robust_accuracy
 from robustlab.experiments import run_experiment
+from robustlab.experiments.distillation_probe import load_student, student_model
 from robustlab.experiments.kinds.plasticity.cells import Cell, grid_points
 from robustlab.experiments.kinds.plasticity.fit import (
     depth_verdict,
@@ -54,6 +56,14 @@ def quick(**report: Any) -> dict[str, Any]:
                 "sparsities": [0.0, 0.5],
                 "fine_tune_steps": 3,
                 "bits": [4],
+                "images": 60,
+                "attack": {"name": "pgd", "steps": 5},
+            },
+            "distillation": {
+                "width_factor": 0.5,
+                "steps": 200,
+                "eps_warmup_steps": 10,
+                "lr": 0.003,
                 "images": 60,
                 "attack": {"name": "pgd", "steps": 5},
             },
@@ -101,6 +111,45 @@ def test_the_map_runs_probes_and_reports_the_verdict(tmp_path: Path) -> None:
         probes[name]["robust_fit"]["robust_accuracy"]
     )
 
+    distilled = {
+        path.parent.name: json.loads(path.read_text())
+        for path in folder.glob("*/plasticity-distillation.json")
+    }
+    assert set(distilled) == set(probes)
+    for trial, record in distilled.items():
+        width = float(trial.split("width")[1].split("-")[0])
+        assert record["student"]["options"]["width"] == pytest.approx(width / 2)
+        assert record["images"] == 60
+        # the student learnt from its teacher (10 classes: chance is 10%)
+        assert record["distilled"]["clean_accuracy"] > 0.5
+        assert 0 <= record["distilled"]["robust_accuracy"] <= 1
+    # teacher's and student's scores are the attack's on those models, nothing else; the
+    # student's weights are kept, so it can be attacked again
+    student = load_student(folder / name, distilled[name], torch.device("cpu"))
+    assert (
+        sum(p.numel() for p in student.parameters()) == distilled[name]["distilled"]["parameters"]
+    )
+    for model, part in ((trained.model, "teacher"), (student, "distilled")):
+        again = robust_accuracy(
+            model,
+            (data.test.images[:60], data.test.labels[:60]),
+            {"a": attack_of(distilled[name])},
+        )
+        assert again.attacks[0].robust_accuracy == pytest.approx(
+            distilled[name][part]["robust_accuracy"]
+        )
+
+    # benchmarks/distillation_strength.py: the student attacked again by the standard
+    # AutoAttack (no weaker than the probe's PGD, to one image), set beside its shape's model
+    checked = {trial: check_trial(folder / trial, torch.device("cpu")) for trial in distilled}
+    for row in checked.values():
+        assert row["standard_robust_accuracy"] <= row["probe_robust_accuracy"] + 1 / 60
+    direct = direct_comparison(folder, checked)
+    assert direct["direct_attack"] == "pgd" and direct["students"] == 2
+    wide = checked["convnet-depth1-width0.5-s0"]
+    assert "direct_standard_robust_accuracy" in wide
+    assert "direct_standard_robust_accuracy" not in checked["convnet-depth1-width0.25-s0"]
+
     report = build_report(folder)
     headings = [section.heading for section in report.sections]
     assert headings[:3] == [
@@ -109,6 +158,11 @@ def test_the_map_runs_probes_and_reports_the_verdict(tmp_path: Path) -> None:
         "Depth or width, at equal parameter count",
     ]
     assert "Compression as a capacity probe" in headings
+    section = next(s for s in report.sections if s.heading == "Distillation as a capacity probe")
+    by_width = {row[1]: row for row in section.tables[0].rows}
+    # width 0.5's student has width 0.25, a grid point: its directly trained score is shown
+    assert by_width["0.5"][-1] != "–" and by_width["0.25"][-1] == "–"
+    assert section.callouts[0].text.split(":")[0].split(";")[0] in ("Yes", "No", "Undecided")
     figures = {name for section in report.sections for name in section.figures}
     assert figures == {"heatmaps.png", "against-size.png"}
     verdicts = [c for s in report.sections for c in s.callouts]
@@ -118,12 +172,22 @@ def test_the_map_runs_probes_and_reports_the_verdict(tmp_path: Path) -> None:
     assert len(trials.rows) == 4
     assert trials.columns[5] == "multiply-adds"
 
-    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/plasticity-evaluation.json")}
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*/plasticity-*.json")}
+    assert len(stamps) == 8
     run_experiment(experiment(quick()), tmp_path)  # nothing left to do
-    assert {p: p.stat().st_mtime_ns for p in folder.glob("*/plasticity-evaluation.json")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*/plasticity-*.json")} == stamps
     changed = quick(fit_images=100)
     with pytest.raises(ConfigError, match=r"other report settings.*fit_images"):
         run_experiment(experiment(changed), tmp_path)
+    longer = quick()
+    longer["report"]["distillation"]["steps"] = 61
+    with pytest.raises(ConfigError, match=r"distilled with other report settings.*steps"):
+        run_experiment(experiment(longer), tmp_path)
+
+
+def attack_of(record: dict[str, Any]) -> Any:
+    """The distillation record's scoring attack, rebuilt from its stored settings."""
+    return AttackConfig.model_validate(record["settings"]["attack"]).build()
 
 
 def cell(depth: float, width: float, parameters: int, cost: float, seed: int = 0) -> Cell:
@@ -206,6 +270,19 @@ def test_pruning_sparsity_outside_zero_one_is_refused() -> None:
     raw = quick()
     raw["report"]["compression"]["sparsities"] = [0.5, 1.0]
     _refused(raw, r"sparsities\.1: 1\.0 is outside \[0, 1\)")
+
+
+def test_a_distillation_student_factor_outside_zero_one_is_refused() -> None:
+    raw = quick()
+    raw["report"]["distillation"]["width_factor"] = 1.0
+    _refused(raw, r"report\.distillation\.width_factor")
+
+
+def test_a_student_needs_a_numeric_width_option() -> None:
+    with pytest.raises(ConfigError, match=r"model 'convnet' has no option 'breadth'"):
+        student_model(ModelConfig(name="convnet"), "breadth", 0.5)
+    narrowed = student_model(ModelConfig(name="convnet", options={"depth": 3}), "width", 0.5)
+    assert narrowed.options == {"depth": 3, "width": 0.5}  # the default width 1, halved
 
 
 def test_a_map_without_an_adversarial_phase_last_is_refused() -> None:

@@ -21,6 +21,9 @@ def capacity(
         False, help="the robust analogue: fit the attack's examples of true labels"
     ),
     epochs: int = typer.Option(100, help="the budget: passes over the set"),
+    min_steps: Optional[int] = typer.Option(
+        None, help="a floor on the budget in optimiser steps, for small sets"
+    ),
     batch_size: int = typer.Option(128, help="minibatch size"),
     lr: float = typer.Option(1e-3, help="Adam's step"),
     threshold: float = typer.Option(0.99, help="training accuracy that counts as fitted"),
@@ -51,6 +54,7 @@ def capacity(
         {
             "measure": "robust" if robust else "memorisation",
             "epochs": epochs,
+            "min_steps": min_steps,
             "batch_size": batch_size,
             "lr": lr,
             "threshold": threshold,
@@ -80,8 +84,9 @@ def capacity(
             ]
         )
     what = "robust capacity" if robust else "memorisation capacity"
+    floor = "" if min_steps is None else f" (at least {min_steps} steps)"
     print_table(
-        f"{what}: images fitted to {threshold:.0%} within {epochs} epochs",
+        f"{what}: images fitted to {threshold:.0%} within {epochs} epochs{floor}",
         ["architecture", "parameters", "capacity (mean ± std)", "repeats", "seconds"],
         rows,
     )

@@ -8,6 +8,7 @@ fitted if that happens at any epoch within the budget.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,14 @@ class Attempt:
         }
 
 
+def epoch_budget(settings: CapacitySettings, count: int) -> int:
+    """``epochs``, raised for a small set until it holds ``min_steps`` optimiser steps."""
+    if settings.min_steps is None:
+        return settings.epochs
+    batches = math.ceil(count / settings.batch_size)
+    return max(settings.epochs, math.ceil(settings.min_steps / batches))
+
+
 def attempt(
     build: Callable[[], nn.Module],
     images: torch.Tensor,
@@ -56,7 +65,7 @@ def attempt(
     seed: int,
     device: torch.device,
 ) -> Attempt:
-    """Train a model built under ``seed`` on the whole set for at most ``settings.epochs``."""
+    """Train a model built under ``seed`` on the whole set for at most its epoch budget."""
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -70,7 +79,8 @@ def attempt(
     x_all, y_all = images.to(device), labels.to(device)
     count = len(labels)
     accuracy = 0.0
-    for epoch in range(1, settings.epochs + 1):
+    budget = epoch_budget(settings, count)
+    for epoch in range(1, budget + 1):
         model.train()
         order = torch.randperm(count, generator=order_rng).to(device)
         correct = 0
@@ -83,11 +93,11 @@ def attempt(
             optimizer.step()
             correct += int((output.logits.detach().argmax(dim=1) == y_all[index]).sum())
         running = correct / count
-        if running >= settings.threshold - CHECK_MARGIN or epoch == settings.epochs:
+        if running >= settings.threshold - CHECK_MARGIN or epoch == budget:
             accuracy = _fit(model, x_all, y_all, attack)
             if accuracy >= settings.threshold:
                 return Attempt(count, accuracy, True, epoch, time.perf_counter() - started)
-    return Attempt(count, accuracy, False, settings.epochs, time.perf_counter() - started)
+    return Attempt(count, accuracy, False, budget, time.perf_counter() - started)
 
 
 def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackConfig | None) -> float:

@@ -144,11 +144,13 @@ def bisect(
 ) -> SearchResult:
     attempts = [probe(settings.min_images)]
     if not attempts[0].fitted:
+        floor = "" if settings.min_steps is None else f", min_steps={settings.min_steps}"
         raise ConfigError(
             f"capacity of {target.label}: even the smallest set (min_images="
-            f"{settings.min_images}) was not fitted to {settings.threshold:.0%} within epochs="
-            f"{settings.epochs} at lr={settings.lr:g} (it reached {attempts[0].accuracy:.1%}): "
-            "raise epochs or lr, or lower min_images"
+            f"{settings.min_images}) was not fitted to {settings.threshold:.0%} within "
+            f"{attempts[0].epochs} epochs (epochs={settings.epochs}{floor}) at "
+            f"lr={settings.lr:g} (it reached {attempts[0].accuracy:.1%}): raise epochs, "
+            "min_steps or lr, or lower min_images"
         )
     attempts.append(probe(settings.max_images))
     if attempts[-1].fitted:

@@ -22,6 +22,12 @@ class CapacitySettings(StrictModel):
         ge=1,
         description="the budget: passes over the set, each image seen this often at most",
     )
+    min_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="a floor on the budget in optimiser steps: a small set, a few batches per "
+        "epoch, gets more epochs until it has this many steps (None: epochs alone)",
+    )
     batch_size: int = Field(default=128, ge=1)
     lr: float = Field(default=1e-3, gt=0, description="Adam's step")
     threshold: float = Field(

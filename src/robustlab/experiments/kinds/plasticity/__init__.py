@@ -6,7 +6,8 @@ before and after, robust accuracy, robust fit (accuracy on the training attack's
 measured after training) and the robustness cost (clean accuracy lost) against depth, width,
 parameters and multiply-adds; fits ``measure = a + b·depth + c·log2(parameters)`` and says
 whether one more layer at equal parameter count lowers the cost. With ``compression:``, every
-trained model is also pruned and quantised and its robustness measured again.
+trained model is also pruned and quantised and its robustness measured again; with
+``distillation:``, it teaches a narrower student whose robustness is measured beside its own.
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
-from robustlab.config import ExperimentConfig, TrialConfig, TrialSpec
+from robustlab.config import AttackConfig, ExperimentConfig, TrialConfig, TrialSpec
 from robustlab.config.threat import resolve_threat
 from robustlab.experiments.collect import ExperimentData
+from robustlab.experiments.distillation_probe import (
+    DISTILLATION_FILE,
+    DistillationSettings,
+    distil_trial,
+    read_distillation,
+    student_model,
+)
 from robustlab.experiments.document import Report
 from robustlab.experiments.kinds.base import ExperimentKind, register_kind, require_fixed_eps
 from robustlab.experiments.kinds.plasticity.options import PlasticityMapOptions
@@ -71,14 +79,14 @@ class PlasticityMap(ExperimentKind):
                         f"report.{field}: model {model.name!r} has no option {option!r}; its "
                         f"options: {', '.join(model_options(model.name))}"
                     )
+        if chosen.distillation is not None:
+            width = chosen.width.removeprefix("model.options.")
+            for spec in trials:
+                student_model(spec.resolve().model, width, chosen.distillation.width_factor)
 
     def settings(self, config: ExperimentConfig, options: Any, spec: TrialSpec) -> ProbeSettings:
         chosen: PlasticityMapOptions = options
-        trial = spec.resolve()
-        after = chosen.after_phase or trial.phases[-1].name
-        phase = next(p for p in trial.phases if p.name == after)
-        attack = phase.attack
-        assert attack is not None  # check() refused a phase without one
+        after, attack = _training_attack(chosen, spec)
         compression = None
         if chosen.compression is not None:
             threat = resolve_threat(spec.threat, None)
@@ -99,15 +107,48 @@ class PlasticityMap(ExperimentKind):
             compression=compression,
         )
 
+    def distillation_settings(self, options: Any, spec: TrialSpec) -> DistillationSettings | None:
+        chosen: PlasticityMapOptions = options
+        if chosen.distillation is None:
+            return None
+        _, attack = _training_attack(chosen, spec)
+        threat = resolve_threat(spec.threat, None)
+        student = chosen.distillation
+        return DistillationSettings(
+            width_option=chosen.width.removeprefix("model.options."),
+            width_factor=student.width_factor,
+            steps=student.steps,
+            eps_warmup_steps=student.eps_warmup_steps,
+            lr=student.lr,
+            batch_size=student.batch_size,
+            temperature=student.temperature,
+            training_attack=attack,
+            attack=student.attack.with_threat(threat),
+            images=student.images,
+        )
+
     def trial_evaluation(
         self, config: ExperimentConfig, options: Any, spec: TrialSpec, trial: TrialConfig, out: Path
     ) -> Callable[[TrainingReporter], Any] | None:
         settings = self.settings(config, options, spec)
-        stored = out / config.name / trial.trial / EVALUATION_FILE
-        if stored.exists():
-            read_probe(stored, settings)  # refuses stale settings before any work
+        distillation = self.distillation_settings(options, spec)
+        folder = out / config.name / trial.trial
+        probed = (folder / EVALUATION_FILE).exists()
+        if probed:
+            read_probe(folder / EVALUATION_FILE, settings)  # refuses stale settings now
+        distilled = distillation is None or (folder / DISTILLATION_FILE).exists()
+        if distillation is not None and distilled:
+            read_distillation(folder / DISTILLATION_FILE, distillation)
+        if probed and distilled:
             return None
-        return partial(probe_trial, config, trial, settings, out)
+        return partial(
+            _evaluate_trial,
+            config,
+            trial,
+            None if probed else settings,
+            None if distilled else distillation,
+            out,
+        )
 
     def evaluation_needs(
         self, config: ExperimentConfig, options: Any, spec: TrialSpec, trial: TrialConfig
@@ -118,3 +159,27 @@ class PlasticityMap(ExperimentKind):
         from robustlab.experiments.kinds.plasticity.report import plasticity_report
 
         return plasticity_report(data, options)
+
+
+def _training_attack(chosen: PlasticityMapOptions, spec: TrialSpec) -> tuple[str, AttackConfig]:
+    """The after phase's name and its training attack."""
+    trial = spec.resolve()
+    after = chosen.after_phase or trial.phases[-1].name
+    attack = next(p for p in trial.phases if p.name == after).attack
+    assert attack is not None  # check() refused a phase without one
+    return after, attack
+
+
+def _evaluate_trial(
+    config: ExperimentConfig,
+    trial: TrialConfig,
+    probe: ProbeSettings | None,
+    distillation: DistillationSettings | None,
+    out: Path,
+    reporter: TrainingReporter,
+) -> None:
+    """The measurements still missing from the trial's folder: the probe, the distillation."""
+    if probe is not None:
+        probe_trial(config, trial, probe, out, reporter)
+    if distillation is not None:
+        distil_trial(config, trial, distillation, out, reporter)

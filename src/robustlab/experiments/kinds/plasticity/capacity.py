@@ -90,9 +90,11 @@ def _capacity_text(result: dict[str, Any] | None) -> str:
 def _settings_note(settings: dict[str, dict[str, Any]]) -> str:
     parts = []
     for measure, chosen in settings.items():
+        floor = f", at least {chosen['min_steps']} steps" if chosen.get("min_steps") else ""
         parts.append(
             f"{measure}: fitted = {chosen['threshold']:.0%} training accuracy within "
-            f"{chosen['epochs']} epochs (Adam {chosen['lr']:g}, batch {chosen['batch_size']}), "
+            f"{chosen['epochs']} epochs{floor} (Adam {chosen['lr']:g}, "
+            f"batch {chosen['batch_size']}), "
             f"bisection over {chosen['min_images']}–{chosen['max_images']} images to "
             f"{chosen['resolution']:.0%}, {chosen['repeats']} repeats (mean ± std)"
         )

@@ -7,10 +7,12 @@ import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from robustlab.config import TrialSpec
 from robustlab.experiments.collect import ExperimentData, TrialSummary
+from robustlab.experiments.distillation_probe import DISTILLATION_FILE
 from robustlab.experiments.kinds.plasticity.options import PlasticityMapOptions
 from robustlab.experiments.plasticity_probe import EVALUATION_FILE
 from robustlab.models import model_options
@@ -32,6 +34,8 @@ class Cell:
     robust_fit: float | None
     probe: dict[str, Any] | None
     """``plasticity-evaluation.json``, when measured."""
+    distillation: dict[str, Any] | None = None
+    """``plasticity-distillation.json``, when distilled."""
 
     @property
     def cost(self) -> float | None:
@@ -51,8 +55,7 @@ def map_cells(data: ExperimentData, options: PlasticityMapOptions) -> list[Cell]
     for trial in data.trials:
         spec = specs[trial.trial]
         depth, width = _axis(spec, trial, options.depth), _axis(spec, trial, options.width)
-        probe_file = data.directory / trial.trial / EVALUATION_FILE
-        probe = json.loads(probe_file.read_text()) if probe_file.exists() else None
+        probe = _read(data.directory / trial.trial / EVALUATION_FILE)
         cells.append(
             Cell(
                 trial=trial.trial,
@@ -66,9 +69,17 @@ def map_cells(data: ExperimentData, options: PlasticityMapOptions) -> list[Cell]
                 robust=_robust(trial, after, options.robust_attack),
                 robust_fit=None if probe is None else float(probe["robust_fit"]["robust_accuracy"]),
                 probe=probe,
+                distillation=_read(data.directory / trial.trial / DISTILLATION_FILE),
             )
         )
     return cells
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = (
+        json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    )
+    return found
 
 
 def _axis(spec: TrialSpec, trial: TrialSummary, field: str) -> float:

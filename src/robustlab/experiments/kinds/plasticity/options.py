@@ -1,5 +1,6 @@
 """The ``report:`` options of the plasticity-map kind: which fields are depth and width, which
-phases are before and after, how robust fit and the compression probes are measured."""
+phases are before and after, how robust fit and the compression and distillation probes are
+measured."""
 
 from __future__ import annotations
 
@@ -57,6 +58,27 @@ class CompressionOptions(StrictModel):
         return values
 
 
+class DistillationOptions(StrictModel):
+    """Distillation as a capacity probe (thesis Ch. 5.2): each adversarially trained model
+    teaches a student of the same depth and a narrower width, trained from scratch by
+    adversarial distillation; teacher and student are scored by the same attack."""
+
+    width_factor: float = Field(
+        default=0.5, gt=0, lt=1, description="the student's width over the teacher's"
+    )
+    steps: int = Field(default=1000, ge=1, description="Adam steps of the student's training")
+    eps_warmup_steps: int = Field(
+        default=0, ge=0, description="steps over which ε ramps up from 0 (as eps_warmup_epochs)"
+    )
+    lr: float = Field(default=1e-3, gt=0, description="Adam's step size")
+    batch_size: int = Field(default=128, ge=1)
+    temperature: float = Field(default=1.0, gt=0, description="softens both predictions")
+    attack: AttackConfig = Field(
+        default_factory=_fast_autoattack, description="robust accuracy of teacher and student"
+    )
+    images: int = Field(default=500, ge=1, description="first N test images, attacked")
+
+
 class PlasticityMapOptions(StrictModel):
     title: str = ""
     notes: str = Field(default="", description="printed under the title, e.g. the protocol")
@@ -76,4 +98,5 @@ class PlasticityMapOptions(StrictModel):
     )
     batch_size: int = Field(default=500, ge=1)
     compression: CompressionOptions | None = None
+    distillation: DistillationOptions | None = None
     published: list[Published] = Field(default_factory=list)

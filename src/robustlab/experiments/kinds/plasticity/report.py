@@ -1,5 +1,6 @@
 """The plasticity map's report: every trial, the grid over seeds, the iso-parameter
-comparison, the fit and its verdict, the compression probe, and the published anchors."""
+comparison, the fit and its verdict, the capacity, compression and distillation probes, and
+the published anchors."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from robustlab.experiments.document import Callout, Report, Section
 from robustlab.experiments.kinds.plasticity.capacity import capacity_section
 from robustlab.experiments.kinds.plasticity.cells import Cell, GridPoint, grid_points, map_cells
 from robustlab.experiments.kinds.plasticity.compression import compression_section
+from robustlab.experiments.kinds.plasticity.distillation import distillation_section
 from robustlab.experiments.kinds.plasticity.figures import against_size, heatmaps
 from robustlab.experiments.kinds.plasticity.fit import (
     TERMS,
@@ -79,7 +81,11 @@ def plasticity_report(data: ExperimentData, options: PlasticityMapOptions) -> Re
             ],
         )
     )
-    for extra in (capacity_section(data.directory, points, options), compression_section(cells)):
+    for extra in (
+        capacity_section(data.directory, points, options),
+        compression_section(cells),
+        distillation_section(cells),
+    ):
         if extra is not None:
             sections.append(extra)
     if options.published:
