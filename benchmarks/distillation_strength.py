@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from scipy import stats
 
 from robustlab.config import AttackConfig
 from robustlab.evaluate.robust import robust_accuracy
 from robustlab.experiments.collect import collect
 from robustlab.experiments.distillation_probe import DISTILLATION_FILE, load_student
 from robustlab.experiments.kinds.plasticity.cells import map_cells
+from robustlab.experiments.kinds.plasticity.distillation import mean_interval, same_shape
 from robustlab.experiments.plan import build_plan
 from robustlab.io import atomic_write_json
 from robustlab.provenance import provenance
@@ -79,31 +78,20 @@ def direct_comparison(experiment: Path, rows: dict[str, Any]) -> dict[str, Any]:
         row = rows.get(cell.trial)
         if row is None or cell.distillation is None:
             continue
-        width = cell.distillation["student"]["options"][
-            cell.distillation["settings"]["width_option"]
-        ]
-        direct = [
-            other.robust
-            for other in cells
-            if other.depth == cell.depth
-            and math.isclose(other.width, float(width))
-            and other.robust is not None
-        ]
+        direct = [other.robust for other in same_shape(cell, cells) if other.robust is not None]
         if direct:
             row["direct_standard_robust_accuracy"] = round(statistics.fmean(direct), 6)
             gains.append(100 * (row["standard_robust_accuracy"] - statistics.fmean(direct)))
     attack = {"direct_attack": plan.options.robust_attack}
     if len(gains) < 2:
         return {**attack, "students": len(gains)}
-    half = float(stats.t.ppf(0.975, len(gains) - 1)) * statistics.stdev(gains)
-    half /= math.sqrt(len(gains))
-    mean = statistics.fmean(gains)
+    low, high = mean_interval(gains)
     return {
         **attack,
         "students": len(gains),
-        "mean_gain_points": round(mean, 3),
+        "mean_gain_points": round(statistics.fmean(gains), 3),
         "std_gain_points": round(statistics.stdev(gains), 3),
-        "interval_95_points": [round(mean - half, 3), round(mean + half, 3)],
+        "interval_95_points": [round(low, 3), round(high, 3)],
     }
 
 

@@ -17,7 +17,6 @@ attacked again; a re-run skips it and refuses it if the settings changed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,12 @@ from robustlab.device import resolve_device
 from robustlab.errors import ConfigError
 from robustlab.evaluate.accuracy import evaluate_accuracy
 from robustlab.evaluate.robust import robust_accuracy
+from robustlab.experiments.plasticity_probe import read_recorded
 from robustlab.io import atomic_write_json
 from robustlab.models import count_parameters, model_options
 from robustlab.provenance import provenance
 from robustlab.store.checkpoint import apply_weights, load_weights, save_weights
 from robustlab.store.experiment import ExperimentDirectory
-from robustlab.store.index import differing_fields
 from robustlab.store.loading import build_for_dataset, load_trained_model
 from robustlab.train.inputs import load_trial_data
 from robustlab.train.objectives import TrainingStep, scheduled_attack, warmup_factor
@@ -175,15 +174,7 @@ def load_student(trial_folder: Path, record: dict[str, Any], device: torch.devic
 
 def read_distillation(path: Path, settings: DistillationSettings) -> dict[str, Any]:
     """The stored record, refused if made with other settings."""
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    differences = differing_fields(data.get("settings"), json.loads(json.dumps(settings.record())))
-    if differences:
-        raise ConfigError(
-            f"{path} was distilled with other report settings; they differ in "
-            + ", ".join(differences)
-            + ". Restore them, or delete that file to distil the trial again"
-        )
-    return data
+    return read_recorded(path, settings.record(), done="distilled", redo="distil")
 
 
 def _score(

@@ -120,13 +120,19 @@ def probe_trial(
 
 def read_probe(path: Path, settings: ProbeSettings) -> dict[str, Any]:
     """The stored measurements, refused if made with other settings."""
+    return read_recorded(path, settings.record(), done="measured", redo="measure")
+
+
+def read_recorded(path: Path, record: dict[str, Any], *, done: str, redo: str) -> dict[str, Any]:
+    """A per-trial measurement file, refused if its stored settings differ from ``record``;
+    ``done`` and ``redo`` (measured, measure) say in the error what the file holds."""
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    differences = differing_fields(data.get("settings"), json.loads(json.dumps(settings.record())))
+    differences = differing_fields(data.get("settings"), json.loads(json.dumps(record)))
     if differences:
         raise ConfigError(
-            f"{path} was measured with other report settings; they differ in "
+            f"{path} was {done} with other report settings; they differ in "
             + ", ".join(differences)
-            + ". Restore them, or delete that file to measure the trial again"
+            + f". Restore them, or delete that file to {redo} the trial again"
         )
     return data
 

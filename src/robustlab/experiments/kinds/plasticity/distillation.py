@@ -5,6 +5,7 @@ trained directly (the map's grid point of the student's depth and width)."""
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,9 +23,29 @@ def _record(cell: Cell) -> dict[str, Any]:
     return cell.distillation
 
 
-def _student_width(cell: Cell) -> float:
+def student_width(cell: Cell) -> float:
+    """The width of the student the cell's model taught."""
     record = _record(cell)
     return float(record["student"]["options"][record["settings"]["width_option"]])
+
+
+def same_shape(cell: Cell, cells: Sequence[Cell]) -> list[Cell]:
+    """The map's own models of the cell's student's depth and width, trained directly (none
+    if the map has no such grid point)."""
+    width = student_width(cell)
+    return [
+        other
+        for other in cells
+        if other.depth == cell.depth and math.isclose(other.width, width, rel_tol=1e-9)
+    ]
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The t-interval of the mean of at least two values."""
+    mean = statistics.fmean(values)
+    half = float(stats.t.ppf((1 + level) / 2, len(values) - 1)) * statistics.stdev(values)
+    half /= math.sqrt(len(values))
+    return mean - half, mean + half
 
 
 def _lost(cell: Cell) -> float:
@@ -34,34 +55,23 @@ def _lost(cell: Cell) -> float:
     return 100 * (float(teacher["robust_accuracy"]) - float(student["robust_accuracy"]))
 
 
-def _direct(cell: Cell, points: Sequence[GridPoint]) -> GridPoint | None:
-    """The grid point with the student's depth and width, if the map trained that shape."""
-    width = _student_width(cell)
-    for point in points:
-        if point.depth == cell.depth and math.isclose(point.width, width, rel_tol=1e-9):
-            return point
-    return None
-
-
-def _direct_robust(point: GridPoint | None) -> list[float]:
-    """That point's own models' robust accuracy under the distillation's attack (each scored
-    as a teacher in its own record)."""
-    if point is None:
-        return []
+def _direct_robust(cell: Cell, cells: Sequence[Cell]) -> list[float]:
+    """Robust accuracy of the student's shape trained directly, under the distillation's
+    attack (each of those models scored as a teacher in its own record)."""
     return [
-        float(cell.distillation["teacher"]["robust_accuracy"])
-        for cell in point.cells
-        if cell.distillation is not None
+        float(other.distillation["teacher"]["robust_accuracy"])
+        for other in same_shape(cell, cells)
+        if other.distillation is not None
     ]
 
 
-def _row(point: GridPoint, points: Sequence[GridPoint]) -> list[str]:
+def _row(point: GridPoint, cells: Sequence[Cell]) -> list[str]:
     records = [_record(cell) for cell in point.cells]
-    direct = _direct_robust(_direct(point.cells[0], points))
+    direct = _direct_robust(point.cells[0], cells)
     return [
         f"{point.depth:g}",
         f"{point.width:g}",
-        f"{_student_width(point.cells[0]):g}",
+        f"{student_width(point.cells[0]):g}",
         f"{records[0]['distilled']['parameters']:,}",
         spread([r["teacher"]["robust_accuracy"] for r in records]).text(),
         spread([r["distilled"]["robust_accuracy"] for r in records]).text(),
@@ -71,22 +81,21 @@ def _row(point: GridPoint, points: Sequence[GridPoint]) -> list[str]:
     ]
 
 
-def _against_direct(distilled: Sequence[Cell], points: Sequence[GridPoint]) -> Callout | None:
+def _against_direct(distilled: Sequence[Cell], cells: Sequence[Cell]) -> Callout | None:
     """Mean gain of the distilled student over the same shape trained directly, in points."""
     gains = []
     for cell in distilled:
-        direct = _direct_robust(_direct(cell, points))
+        direct = _direct_robust(cell, cells)
         if direct:
             student = float(_record(cell)["distilled"]["robust_accuracy"])
-            gains.append(100 * (student - sum(direct) / len(direct)))
+            gains.append(100 * (student - statistics.fmean(direct)))
     if not gains:
         return None
     gain = Spread(gains)
     answer = "Undecided"
     interval = ""
     if len(gains) > 1:
-        half = float(stats.t.ppf(0.975, len(gains) - 1)) * gain.std / math.sqrt(len(gains))
-        low, high = gain.mean - half, gain.mean + half
+        low, high = mean_interval(gains)
         interval = f", 95% interval of the mean {low:+.2f} to {high:+.2f}"
         answer = "Yes" if low > 0 else "No" if high < 0 else "Undecided"
     return Callout(
@@ -104,7 +113,6 @@ def distillation_section(cells: Sequence[Cell]) -> Section | None:
         return None
     first = _record(distilled[0])
     settings = first["settings"]
-    points = grid_points(cells)
     table = Table(
         title="Distillation: robust accuracy of a narrower student (%; lost in points)",
         columns=[
@@ -118,7 +126,7 @@ def distillation_section(cells: Sequence[Cell]) -> Section | None:
             "lost",
             "student's shape trained directly: robust",
         ],
-        rows=[_row(point, points) for point in grid_points(distilled)],
+        rows=[_row(point, cells) for point in grid_points(distilled)],
         label_columns=2,
         note=f"Robust accuracy under {attack_label(first['attack'])} on the first "
         f"{first['images']} test images, the same for teacher and student; clean accuracy on "
@@ -144,7 +152,7 @@ def distillation_section(cells: Sequence[Cell]) -> Section | None:
             "a + b·depth + c·log2(teacher parameters)).",
         )
     ]
-    direct = _against_direct(distilled, points)
+    direct = _against_direct(distilled, cells)
     if direct is not None:
         callouts.append(direct)
     return Section("Distillation as a capacity probe", [table], callouts=callouts)
